@@ -1,0 +1,31 @@
+"""Judges: the LLM judge (absolute and pairwise), the trained encoder judge, calibration, judge training."""
+
+from theraloop.judge._calibration import Calibration, MonotoneMap
+from theraloop.judge._llm_judge import (
+    DEFAULT_SYSTEM_PROMPT,
+    JudgeConfig,
+    LLMJudge,
+    absolute_schema,
+    pairwise_schema,
+)
+from theraloop.judge._run import PairItem, compare_items, score_items, summarize_judgments, summarize_pairs
+from theraloop.judge._types import Judge, Judgment, PairJudgment, Winner
+
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "Calibration",
+    "Judge",
+    "JudgeConfig",
+    "Judgment",
+    "LLMJudge",
+    "MonotoneMap",
+    "PairItem",
+    "PairJudgment",
+    "Winner",
+    "absolute_schema",
+    "compare_items",
+    "pairwise_schema",
+    "score_items",
+    "summarize_judgments",
+    "summarize_pairs",
+]

