@@ -1,0 +1,36 @@
+"""Shared fixtures. Tests run offline on CPU; real data comes from ../shared/data beside the repo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path | None:
+    """THERALOOP_SHARED_DATA, else ../shared/data next to the repository."""
+    configured = os.environ.get("THERALOOP_SHARED_DATA")
+    candidate = Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The reference data folder. In CI (CI=true) its absence is a failure, elsewhere a skip."""
+    root = shared_data_root()
+    if root is None:
+        if os.environ.get("CI"):
+            pytest.fail("shared data not found: set THERALOOP_SHARED_DATA or place shared/ beside the repo")
+        pytest.skip("shared data not available")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never let tests read or write the user's completion cache."""
+    monkeypatch.setenv("THERALOOP_CACHE_DIR", str(tmp_path_factory.mktemp("llm-cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
