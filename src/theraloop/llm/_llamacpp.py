@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from theraloop.llm._types import ChatRequest, ChatResponse, LLMUnavailable, Usage
 
@@ -23,6 +24,23 @@ def embedded_gguf_path() -> Path | None:
         return None
     path = Path(spec.origin).parent / EMBEDDED_FILE
     return path if path.is_file() else None
+
+
+# llama.cpp unrolls a string's maxLength into nested grammar rules; long bounds overflow its
+# parser's stack (a segfault at 1500). Longer bounds are left to validation after generation.
+GRAMMAR_MAX_LENGTH = 400
+
+
+def grammar_safe_schema(schema: Any) -> Any:
+    """A copy of `schema` without string length bounds above GRAMMAR_MAX_LENGTH."""
+    if isinstance(schema, dict):
+        relaxed = {key: grammar_safe_schema(value) for key, value in schema.items()}
+        if isinstance(relaxed.get("maxLength"), int) and relaxed["maxLength"] > GRAMMAR_MAX_LENGTH:
+            del relaxed["maxLength"]
+        return relaxed
+    if isinstance(schema, list):
+        return [grammar_safe_schema(value) for value in schema]
+    return schema
 
 
 class LlamaCppChatModel:
@@ -69,7 +87,7 @@ class LlamaCppChatModel:
             "seed": request.seed,
         }
         if request.json_schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+            kwargs["response_format"] = {"type": "json_object", "schema": grammar_safe_schema(request.json_schema)}
         with self._lock:
             started = time.perf_counter()
             result = self._llama.create_chat_completion(**kwargs)
