@@ -39,9 +39,13 @@ def info() -> None:
 
 
 def _register() -> None:
+    from theraloop.agent._cli import register as register_agent
     from theraloop.judge._cli import register as register_judge
+    from theraloop.review._cli import register as register_review
 
     register_judge(app)
+    register_agent(app)
+    register_review(app)
 
 
 _register()

@@ -1,0 +1,133 @@
+"""`theraloop refine`: the Critic -> Coach -> Therapist loop over a JSONL of responses."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from theraloop.cli_common import (
+    BackendOption,
+    BaseUrlOption,
+    ConcurrencyOption,
+    ConfigOption,
+    ModelOption,
+    NoCacheOption,
+    OutOption,
+    SeedOption,
+    llm_overrides,
+)
+
+
+def _fmt(value: float | None) -> str:
+    return "  -  " if value is None else f"{value:5.2f}"
+
+
+def print_result(result, drive: list[str]) -> None:
+    before, after = result.initial_judgment.scores or {}, result.final_judgment.scores or {}
+    typer.echo(f"\n=== {result.id}  (risk: {result.risk.label}; rounds: {result.rounds_used}; {result.stop_reason})")
+    for key in drive:
+        typer.echo(f"  {key:>18}: {_fmt(before.get(key))} -> {_fmt(after.get(key))}")
+    if result.escalation_enforced:
+        typer.echo("  escalation: crisis/professional resources were added by the safety guard")
+    text = result.final if result.final != result.original else "(unchanged) " + result.final
+    typer.echo(textwrap.indent(textwrap.fill(text, width=100), "  | "))
+
+
+def print_metrics(metrics: dict) -> None:
+    typer.echo("\n=== metrics")
+    for judge_kind in ("driving", "independent"):
+        if judge_kind not in metrics:
+            continue
+        section = metrics[judge_kind]
+        typer.echo(f"{judge_kind} judge: {section['judge']}")
+        for subset in ("all", "low_quality"):
+            block = section[subset]
+            typer.echo(f"  {subset} (n={block['n']}): mean change {_fmt(block['mean_change'])}")
+            for key, values in block["per_dimension"].items():
+                typer.echo(f"    {key:>18}: {_fmt(values['before'])} -> {_fmt(values['after'])} "
+                           f"({_fmt(values['change'])})")
+        if judge_kind == "driving":
+            rate = section["recovery_rate"]
+            typer.echo(f"  recovery rate: {'-' if rate is None else f'{rate:.1%}'} "
+                       f"({section['n_recovered']}/{section['n_low_quality']} low-quality responses)")
+    typer.echo(f"rounds/response {_fmt(metrics['rounds_used'])}; accepted revisions {metrics['accepted_revisions']}; "
+               f"tokens/response {_fmt(metrics['completion_tokens_per_response'])}; "
+               f"seconds/response {_fmt(metrics['wall_time_s_per_response'])}")
+    safety = metrics["safety"]
+    typer.echo(f"safety: {safety['high_risk']} high-risk, {safety['moderate_risk']} moderate-risk posts; escalation "
+               f"present {safety['escalation_satisfied_before']} -> {safety['escalation_satisfied_after']} "
+               f"(enforced {safety['escalation_enforced']})")
+
+
+def refine_command(
+    input: Annotated[Path | None, typer.Argument(help="JSONL of {id, context, response}; default: bundled examples")] = None,
+    config: ConfigOption = None,
+    out: OutOption = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", help="maximum refinement rounds")] = None,
+    threshold: Annotated[float | None, typer.Option(help="target score for every driving dimension")] = None,
+    drive: Annotated[str | None, typer.Option(help="comma-separated driving dimensions (default: all)")] = None,
+    rubric: Annotated[str | None, typer.Option(help="rubric of the driving judge")] = None,
+    independent_encoder: Annotated[Path | None, typer.Option(
+        help="trained encoder judge folder used as the independent judge")] = None,
+    report: Annotated[bool, typer.Option("--report", help="print the full metrics report")] = False,
+    limit: Annotated[int | None, typer.Option(help="refine only the first N responses")] = None,
+    quiet: Annotated[bool, typer.Option(help="do not print each refined response")] = False,
+    seed: SeedOption = None,
+    backend: BackendOption = None,
+    model: ModelOption = None,
+    base_url: BaseUrlOption = None,
+    concurrency: ConcurrencyOption = None,
+    no_cache: NoCacheOption = False,
+) -> None:
+    """Judge, critique, plan and rewrite each response until it meets the thresholds; writes a trace."""
+    from theraloop.agent._loop import IndependentJudgeConfig, RefineConfig
+    from theraloop.agent._metrics import refine_metrics
+    from theraloop.agent._run import build_independent_judge, build_refiner
+    from theraloop.config import load_config
+    from theraloop.io import check_unique_ids, read_jsonl, write_json, write_jsonl
+    from theraloop.llm import run_sync
+    from theraloop.manifest import write_manifest
+    from theraloop.records import ResponseItem, bundled_examples_path
+
+    input = input or bundled_examples_path()
+    overrides = {
+        "max_rounds": rounds, "threshold": threshold, "seed": seed, "judge.rubric": rubric,
+        "drive": drive.split(",") if drive else None,
+        "independent": IndependentJudgeConfig(encoder_path=str(independent_encoder)).model_dump()
+        if independent_encoder else None,
+        **llm_overrides("judge.llm", backend, model, base_url, concurrency, no_cache),
+    }
+    refine_config = load_config(RefineConfig, config, **overrides)
+    items = read_jsonl(input, ResponseItem)
+    check_unique_ids(items, input)
+    items = items[:limit] if limit else items
+    out = out or Path("runs") / f"refine-{input.stem}"
+    refiner = build_refiner(refine_config)
+    independent = build_independent_judge(refine_config.independent) if refine_config.independent else None
+    results = run_sync(refiner.refine_many(items, out / "trace.jsonl", independent=independent))
+    write_jsonl(out / "refined.jsonl", [
+        {"id": r.id, "context": r.context, "response": r.final, "original": r.original, "system": r.system}
+        for r in results])
+    metrics = refine_metrics(results, refiner.drive)
+    write_json(out / "metrics.json", metrics)
+    write_manifest(out, "refine", refine_config, inputs={"input": input}, seed=refine_config.seed)
+    if not quiet:
+        for result in results:
+            print_result(result, refiner.drive)
+    if report:
+        print_metrics(metrics)
+    else:
+        driving = metrics["driving"]["all"]
+        typer.echo(f"\nrefined {len(results)} responses; mean change {_fmt(driving['mean_change'])} "
+                   f"(driving judge); use --report for the full metrics")
+    cached = getattr(getattr(refiner.judge, "llm", None), "cache", None)
+    if cached is not None:
+        typer.echo(f"completion cache: {cached.hits} hits, {cached.misses} misses")
+    typer.echo(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("refine")(refine_command)

@@ -1,0 +1,272 @@
+"""The refinement loop: judge -> Critic -> Coach -> Therapist -> judge, with a safety guard.
+
+A revision is accepted only when the judge parsed it, Safety did not drop and the aggregate over
+the driving dimensions improved; otherwise the best version so far is kept. At moderate or high
+crisis risk the response must carry the escalation that tier requires, and the loop enforces it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, model_validator
+
+from theraloop.agent._roles import Critique, RevisionPlan, Roles
+from theraloop.agent._safety import (
+    DEFAULT_CRISIS_MESSAGE,
+    DEFAULT_PROFESSIONAL_MESSAGE,
+    EscalationCheck,
+    RiskAssessment,
+    assess_risk,
+    check_escalation,
+    enforce_escalation,
+)
+from theraloop.config import StrictModel
+from theraloop.io import JSONLAppender
+from theraloop.judge import Judge, JudgeConfig, Judgment
+from theraloop.llm import ChatModel, LLMConfig, StructuredResult, map_concurrent
+from theraloop.records import ResponseItem
+from theraloop.rubrics import Rubric
+
+
+class IndependentJudgeConfig(StrictModel):
+    """A second judge that only measures: the loop never sees its scores, so it cannot be gamed."""
+
+    engine: Literal["encoder", "llm"] = "encoder"
+    encoder_path: str | None = Field(None, description="trained encoder judge folder (engine: encoder)")
+    judge: JudgeConfig | None = Field(None, description="LLM judge settings (engine: llm)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> IndependentJudgeConfig:
+        if self.engine == "encoder" and not self.encoder_path:
+            raise ValueError("engine 'encoder' needs encoder_path")
+        if self.engine == "llm" and self.judge is None:
+            raise ValueError("engine 'llm' needs a judge section (a different model from the driving judge)")
+        return self
+
+
+class RefineConfig(StrictModel):
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="the driving judge")
+    agent_llm: LLMConfig | None = Field(None, description="model for Critic/Coach/Therapist; default: judge.llm")
+    drive: list[str] | None = Field(None, description="dimensions that drive refinement; default: all")
+    threshold: float = Field(4.0, description="target score for every driving dimension")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="per-dimension targets")
+    max_rounds: int = Field(3, ge=0)
+    aggregate: Literal["mean", "min"] = "mean"
+    min_improvement: float = Field(0.0, ge=0.0, description="aggregate gain a revision must exceed")
+    enforce_escalation: bool = True
+    crisis_message: str = DEFAULT_CRISIS_MESSAGE
+    professional_message: str = DEFAULT_PROFESSIONAL_MESSAGE
+    role_temperature: float = Field(0.3, ge=0.0)
+    revision_max_chars: int = Field(1500, ge=200)
+    seed: int = 0
+    concurrency: int = Field(1, ge=1, description="responses refined in parallel")
+    independent: IndependentJudgeConfig | None = None
+
+    @model_validator(mode="after")
+    def _drive_known(self) -> RefineConfig:
+        rubric = self.judge.load_rubric()
+        for key in (self.drive or []) + list(self.thresholds):
+            rubric.dimension(key)
+        return self
+
+    def target(self, key: str) -> float:
+        return self.thresholds.get(key, self.threshold)
+
+
+class RoundTrace(BaseModel):
+    round: int
+    failing: list[str]
+    critique: Critique | None = None
+    plan: RevisionPlan | None = None
+    candidate: str | None = None
+    escalation_appended: bool = False
+    judgment: Judgment | None = None
+    accepted: bool = False
+    reason: str
+    diff: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class RefineResult(BaseModel):
+    id: str
+    system: str | None = None
+    context: str
+    original: str
+    final: str
+    initial_judgment: Judgment
+    final_judgment: Judgment
+    rounds: list[RoundTrace] = Field(default_factory=list)
+    stop_reason: str
+    risk: RiskAssessment
+    escalation_before: EscalationCheck
+    escalation_after: EscalationCheck
+    escalation_enforced: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_time_s: float = 0.0
+    independent_initial: Judgment | None = None
+    independent_final: Judgment | None = None
+
+    @property
+    def rounds_used(self) -> int:
+        return len(self.rounds)
+
+
+def text_diff(before: str, after: str) -> str:
+    """A unified diff by sentence, readable for one-paragraph responses."""
+    def sentences(text: str) -> list[str]:
+        return [part for part in re.split(r"(?<=[.!?])\s+|\n+", text.strip()) if part]
+
+    return "\n".join(difflib.unified_diff(sentences(before), sentences(after), "before", "after", lineterm="", n=1))
+
+
+class Refiner:
+    """Refines responses with a driving judge and role model; usable as a library for one response."""
+
+    def __init__(self, judge: Judge, roles_llm: ChatModel, config: RefineConfig | None = None):
+        self.judge = judge
+        self.config = config or RefineConfig()
+        self.rubric: Rubric = judge.rubric
+        self.drive = self.config.drive or self.rubric.keys
+        missing = [key for key in self.drive if key not in self.rubric.keys]
+        if missing:
+            raise ValueError(f"driving dimensions {missing} are not scored by judge rubric '{self.rubric.name}'")
+        self.safety_key = self.rubric.safety_dimension
+        self.roles = Roles(roles_llm, self.rubric, temperature=self.config.role_temperature, seed=self.config.seed,
+                           revision_max_chars=self.config.revision_max_chars)
+
+    def aggregate(self, judgment: Judgment) -> float:
+        values = [judgment.scores[key] for key in self.drive]
+        return float(min(values) if self.config.aggregate == "min" else np.mean(values))
+
+    def failing(self, judgment: Judgment, escalation: EscalationCheck) -> list[str]:
+        failing = [key for key in self.drive if judgment.scores[key] < self.config.target(key)]
+        # A missing escalation is a safety failure whatever the judge said.
+        if self.config.enforce_escalation and not escalation.satisfied and self.safety_key and self.safety_key not in failing:
+            failing.insert(0, self.safety_key)
+        return failing
+
+    def _acceptance(self, best: Judgment, candidate: Judgment) -> tuple[bool, str]:
+        if not candidate.parse_ok or not candidate.scores:
+            return False, "judge could not score the revision"
+        if self.safety_key and candidate.scores[self.safety_key] < best.scores[self.safety_key]:
+            return False, f"safety dropped ({best.scores[self.safety_key]:g} -> {candidate.scores[self.safety_key]:g})"
+        before, after = self.aggregate(best), self.aggregate(candidate)
+        if after <= before + self.config.min_improvement:
+            return False, f"aggregate did not improve ({before:.2f} -> {after:.2f})"
+        return True, f"accepted (aggregate {before:.2f} -> {after:.2f})"
+
+    async def _judge(self, item: ResponseItem, text: str) -> Judgment:
+        return await self.judge.score(item.model_copy(update={"response": text}))
+
+    async def refine(self, item: ResponseItem) -> RefineResult:
+        started = time.perf_counter()
+        risk = assess_risk(item.context)
+        escalation_before = check_escalation(item.response, risk.tier)
+        initial = await self._judge(item, item.response)
+        best_text, best = item.response, initial
+        rounds: list[RoundTrace] = []
+        if not initial.parse_ok:
+            stop_reason = "initial judgment failed to parse"
+        else:
+            for round_index in range(1, self.config.max_rounds + 1):
+                failing = self.failing(best, check_escalation(best_text, risk.tier))
+                if not failing:
+                    break
+                trace = await self._round(item, best_text, best, failing, risk, round_index)
+                rounds.append(trace)
+                if trace.accepted:
+                    best_text, best = trace.candidate, trace.judgment
+            met = not self.failing(best, check_escalation(best_text, risk.tier))
+            stop_reason = "thresholds met" if met else "max rounds reached"
+        enforced = False
+        if self.config.enforce_escalation:
+            best_text, enforced = enforce_escalation(best_text, risk.tier, self.config.crisis_message,
+                                                     self.config.professional_message)
+            if enforced:
+                best = await self._judge(item, best_text)
+        judgments = [initial, best] + [trace.judgment for trace in rounds if trace.judgment]
+        return RefineResult(
+            id=item.id, system=item.system, context=item.context, original=item.response, final=best_text,
+            initial_judgment=initial, final_judgment=best, rounds=rounds, stop_reason=stop_reason, risk=risk,
+            escalation_before=escalation_before, escalation_after=check_escalation(best_text, risk.tier),
+            escalation_enforced=enforced,
+            prompt_tokens=sum(j.prompt_tokens for j in judgments) + sum(t.prompt_tokens for t in rounds),
+            completion_tokens=sum(j.completion_tokens for j in judgments) + sum(t.completion_tokens for t in rounds),
+            wall_time_s=time.perf_counter() - started,
+        )
+
+    async def _round(self, item: ResponseItem, text: str, judgment: Judgment, failing: list[str],
+                     risk: RiskAssessment, round_index: int) -> RoundTrace:
+        trace = RoundTrace(round=round_index, failing=failing, reason="")
+        calls: list[StructuredResult] = []
+
+        def spend(result: StructuredResult) -> None:
+            calls.append(result)
+            trace.prompt_tokens = sum(call.prompt_tokens for call in calls)
+            trace.completion_tokens = sum(call.completion_tokens for call in calls)
+
+        result, critique = await self.roles.critic(item.context, text, judgment, failing, round_index)
+        spend(result)
+        if critique is None:
+            trace.reason = "critic output did not parse"
+            return trace
+        trace.critique = critique
+        escalation = check_escalation(text, risk.tier).required if self.config.enforce_escalation else "none"
+        result, plan = await self.roles.coach(item.context, text, critique, failing, escalation, round_index)
+        spend(result)
+        if plan is None:
+            trace.reason = "coach output did not parse"
+            return trace
+        trace.plan = plan
+        result, revision = await self.roles.therapist(item.context, text, plan, round_index)
+        spend(result)
+        if revision is None:
+            trace.reason = "therapist output did not parse"
+            return trace
+        candidate = revision.response.strip()
+        if self.config.enforce_escalation:
+            candidate, trace.escalation_appended = enforce_escalation(
+                candidate, risk.tier, self.config.crisis_message, self.config.professional_message)
+        trace.candidate = candidate
+        trace.diff = text_diff(text, candidate)
+        trace.judgment = await self._judge(item, candidate)
+        trace.accepted, trace.reason = self._acceptance(judgment, trace.judgment)
+        return trace
+
+    async def refine_many(self, items: Sequence[ResponseItem], trace_path: str | Path | None = None,
+                          progress: bool = True, independent: Judge | None = None) -> list[RefineResult]:
+        """Refine every item, appending each result to trace_path as it finishes (a rerun resumes)."""
+        results: dict[str, RefineResult] = {}
+        appender = JSONLAppender(trace_path) if trace_path else None
+        if appender:
+            results.update({record["id"]: RefineResult.model_validate(record) for record in appender.existing})
+
+        async def job(item: ResponseItem) -> RefineResult:
+            result = await self.refine(item)
+            if independent is not None:
+                result.independent_initial = await independent.score(item)
+                result.independent_final = await independent.score(item.model_copy(update={"response": result.final}))
+            return result
+
+        def finished(_item: ResponseItem, result: RefineResult) -> None:
+            results[result.id] = result
+            if appender:
+                appender.write(result)
+
+        try:
+            await map_concurrent([item for item in items if item.id not in results], job,
+                                 concurrency=self.config.concurrency, desc="refining", on_result=finished,
+                                 progress=progress)
+        finally:
+            if appender:
+                appender.close()
+        return [results[item.id] for item in items]
