@@ -32,3 +32,13 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("THERALOOP_CACHE_DIR", str(tmp_path_factory.mktemp("llm-cache")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def openai_stub():
+    """A live OpenAI-compatible HTTP server on localhost whose failures a test scripts."""
+    from openai_stub import StubServer
+
+    server = StubServer().start()
+    yield server
+    server.stop()

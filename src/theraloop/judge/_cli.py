@@ -41,10 +41,20 @@ def print_score_table(summary: dict) -> None:
         typer.echo(f"  {key:>22}: {value:.2f}")
 
 
+def print_judgments(judgments: list) -> None:
+    for judgment in judgments:
+        if judgment.parse_ok:
+            scores = "  ".join(f"{key[:4]} {value:g}" for key, value in judgment.scores.items())
+        else:
+            scores = f"parse failure after {judgment.attempts} attempts"
+        typer.echo(f"{judgment.id}: {scores}")
+
+
 @judge_app.command("score")
 def score_command(
-    input: Annotated[Path, typer.Argument(help="JSONL of {id, context, response[, system]} (pairwise: "
-                                               "{id, context, response_a, response_b}).")],
+    input: Annotated[Path | None, typer.Argument(help="JSONL of {id, context, response[, system]} (pairwise: "
+                                                      "{id, context, response_a, response_b}); default: the "
+                                                      "bundled examples.")] = None,
     config: ConfigOption = None,
     out: OutOption = None,
     engine: Annotated[str, typer.Option(help="llm | encoder")] = "llm",
@@ -66,8 +76,10 @@ def score_command(
     from theraloop.judge._run import PairItem, compare_items, score_items, summarize_judgments, summarize_pairs
     from theraloop.llm import build_llm, run_sync
     from theraloop.manifest import write_manifest
-    from theraloop.records import ResponseItem
+    from theraloop.records import ResponseItem, bundled_examples_path
 
+    input = input or bundled_examples_path()
+    llm = None
     judge_config = load_config(JudgeConfig, config, rubric=rubric, mode=mode, seed=seed,
                                **llm_overrides("llm", backend, model, base_url, concurrency, no_cache))
     out = out or Path("runs") / f"judge-{input.stem}"
@@ -76,7 +88,8 @@ def score_command(
             raise typer.BadParameter("pairwise mode needs --engine llm")
         pairs = read_jsonl(input, PairItem)
         check_unique_ids(pairs, input)
-        judge = LLMJudge(build_llm(judge_config.llm), judge_config)
+        llm = build_llm(judge_config.llm)
+        judge = LLMJudge(llm, judge_config)
         verdicts = run_sync(compare_items(judge, pairs, out / "pairwise.jsonl",
                                           concurrency=judge_config.llm.concurrency))
         summary = summarize_pairs(verdicts)
@@ -94,7 +107,8 @@ def score_command(
                 raise typer.BadParameter("--engine encoder needs --encoder-path (a folder from `judge train`)")
             judge = EncoderJudge.load(encoder_path)
         elif engine == "llm":
-            judge = LLMJudge(build_llm(judge_config.llm), judge_config)
+            llm = build_llm(judge_config.llm)
+            judge = LLMJudge(llm, judge_config)
         else:
             raise typer.BadParameter(f"unknown engine '{engine}': use llm or encoder")
         judgments = run_sync(score_items(judge, items, out / "judgments.jsonl",
@@ -107,12 +121,41 @@ def score_command(
 
             write_jsonl(out / "judgments.calibrated.jsonl", judgments)
         summary = summarize_judgments(judgments)
+        print_judgments(judgments)
         print_score_table(summary)
+    cache = getattr(llm, "cache", None)
+    if cache is not None:
+        typer.echo(f"completion cache: {cache.hits} hits, {cache.misses} misses")
     write_json(out / "summary.json", summary)
     write_manifest(out, "judge", judge_config, inputs={"input": input, "calibration": calibration},
                    seed=judge_config.seed, extra={"engine": engine})
     typer.echo(f"wrote {out}")
 
 
+@judge_app.command("calibrate")
+def calibrate_command(
+    judgments: Annotated[Path, typer.Argument(help="judgments.jsonl from `theraloop judge`")],
+    human: Annotated[Path, typer.Option("--human", help="JSONL of {id, ..., human_scores} for the same ids")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="calibration JSON to write")] = Path("calibration.json"),
+) -> None:
+    """Fit an isotonic (monotone) map per dimension from judge scores to human scores."""
+    from theraloop.io import read_jsonl
+    from theraloop.judge._calibration import Calibration
+    from theraloop.judge._types import Judgment
+    from theraloop.records import ResponseItem
+
+    human_items = read_jsonl(human, ResponseItem)
+    scores = {item.id: item.human_scores for item in human_items if item.human_scores}
+    try:
+        calibration = Calibration.fit_judgments(read_jsonl(judgments, Judgment), scores)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    calibration.save(out)
+    typer.echo(f"calibrated {', '.join(calibration.maps)} on {len(scores)} human-scored items; wrote {out}")
+
+
 def register(app: typer.Typer) -> None:
+    from theraloop.judge._train_cli import register_train
+
+    register_train(judge_app)
     app.add_typer(judge_app, name="judge")
