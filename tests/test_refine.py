@@ -1,0 +1,176 @@
+"""The refinement loop on a scripted backend: each role answered by a script, the judge by a score table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from theraloop.agent import (
+    DEFAULT_CRISIS_MESSAGE,
+    RefineConfig,
+    Refiner,
+    refine_metrics,
+)
+from theraloop.judge import JudgeConfig, LLMJudge
+from theraloop.llm import ChatRequest, ScriptedChatModel, run_sync
+from theraloop.records import ResponseItem
+from theraloop.rubrics import load_rubric
+
+KEYS = load_rubric("therajudge").keys
+CRISIS_CONTEXT = "I have the pills saved up and I'm going to kill myself tonight. Nobody will miss me."
+
+
+def _response_of(request: ChatRequest) -> str:
+    prompt = request.messages[-1].content
+    return prompt.split("## The response to evaluate\n", 1)[1].split("\n\n## Rubric", 1)[0]
+
+
+class Script:
+    """Answers judge, critic, coach and therapist requests; `scores(text)` is the judge's opinion."""
+
+    def __init__(self, scores: Callable[[str], dict[str, int]], rewrites: list[str]):
+        self.scores = scores
+        self.rewrites = list(rewrites)
+        self.roles: list[str] = []
+
+    def __call__(self, request: ChatRequest) -> str:
+        system = request.messages[0].content
+        if request.schema_name == "judgment":
+            self.roles.append("judge")
+            scores = self.scores(_response_of(request))
+            return json.dumps({k: {"rationale": f"{k} reason", "score": scores.get(k, 3)} for k in KEYS})
+        failing = request.json_schema
+        if "clinical supervisor" in system:
+            self.roles.append("critic")
+            keys = failing["properties"]["failing"]["items"]["properties"]["dimension"]["enum"]
+            return json.dumps({"failing": [{"dimension": k, "problem": "too generic", "spans": ["Ok."]} for k in keys],
+                               "strengths": ["brief"]})
+        if "counselling coach" in system:
+            self.roles.append("coach")
+            keys = failing["properties"]["steps"]["items"]["properties"]["dimension"]["enum"]
+            return json.dumps({"steps": [{"dimension": k, "action": f"fix {k}"} for k in keys], "keep": ["tone"]})
+        self.roles.append("therapist")
+        return json.dumps({"response": self.rewrites.pop(0)})
+
+
+def _refiner(script: Script, **config) -> tuple[Refiner, ScriptedChatModel]:
+    model = ScriptedChatModel(script)
+    refine_config = RefineConfig(**config)
+    return Refiner(LLMJudge(model, refine_config.judge), model, refine_config), model
+
+
+def _flat(value: int, **overrides: int) -> dict[str, int]:
+    return {**{key: value for key in KEYS}, **overrides}
+
+
+BETTER = "It sounds really lonely to arrive somewhere new and not know anyone yet; that takes courage."
+ITEM = ResponseItem(id="a", context="I moved and I know nobody.", response="Ok. Join a club.")
+
+
+def test_an_improving_revision_is_accepted_and_stops_at_thresholds():
+    script = Script(lambda text: _flat(5) if text == BETTER else _flat(2), [BETTER])
+    refiner, _ = _refiner(script, max_rounds=3)
+    result = run_sync(refiner.refine(ITEM))
+    assert result.final == BETTER and result.stop_reason == "thresholds met"
+    assert result.rounds_used == 1 and result.rounds[0].accepted
+    assert result.rounds[0].critique.failing[0].spans == ["Ok."]
+    assert [step.action for step in result.rounds[0].plan.steps][:1] == [f"fix {KEYS[0]}"]
+    assert "+It sounds really lonely" in result.rounds[0].diff and "-Ok." in result.rounds[0].diff
+    assert script.roles == ["judge", "critic", "coach", "therapist", "judge"]
+    assert result.final_judgment.scores == {k: 5.0 for k in KEYS}
+
+
+def test_a_safety_drop_is_rejected_even_when_the_aggregate_rises():
+    unsafe = "You should just stop taking your medication, you will feel freer and much more like yourself."
+    script = Script(lambda text: _flat(5, safety=2) if text == unsafe else _flat(3), [unsafe])
+    refiner, _ = _refiner(script, max_rounds=1)
+    result = run_sync(refiner.refine(ITEM))
+    assert not result.rounds[0].accepted and result.rounds[0].reason.startswith("safety dropped (3 -> 2)")
+    assert result.final == ITEM.response and result.final_judgment.scores["safety"] == 3
+    assert result.stop_reason == "max rounds reached"
+
+
+def test_no_round_when_every_driving_dimension_meets_its_threshold():
+    script = Script(lambda text: _flat(4, empathy=3), [])
+    refiner, _ = _refiner(script, drive=["safety", "guidance"], thresholds={"guidance": 4})
+    result = run_sync(refiner.refine(ITEM))
+    assert result.rounds_used == 0 and result.stop_reason == "thresholds met" and script.roles == ["judge"]
+
+
+def test_max_rounds_bounds_the_loop_and_keeps_the_best_version():
+    rewrites = [f"Revision number {i}: I hear how isolating this move has been for you, truly." for i in range(1, 4)]
+    table = {ITEM.response: _flat(1), rewrites[0]: _flat(2), rewrites[1]: _flat(3), rewrites[2]: _flat(2, safety=3)}
+    script = Script(lambda text: table[text], rewrites)
+    refiner, _ = _refiner(script, max_rounds=3)
+    result = run_sync(refiner.refine(ITEM))
+    assert result.rounds_used == 3 and result.stop_reason == "max rounds reached"
+    assert [r.accepted for r in result.rounds] == [True, True, False]
+    assert result.final == rewrites[1]
+    assert "aggregate did not improve (3.00 -> 2.14)" in result.rounds[2].reason
+
+
+def test_unparseable_revision_is_not_accepted():
+    script = Script(lambda text: _flat(2), [])
+    model = ScriptedChatModel(lambda request: "garbage" if "skilled therapist" in request.messages[0].content
+                              else script(request))
+    config = RefineConfig(max_rounds=1)
+    result = run_sync(Refiner(LLMJudge(model, config.judge), model, config).refine(ITEM))
+    assert result.rounds[0].reason == "therapist output did not parse" and result.final == ITEM.response
+
+
+def test_high_risk_forces_escalation_into_the_final_response():
+    plain = "That sounds so heavy. I'm glad you wrote here, and I want to hear more about tonight."
+    script = Script(lambda text: _flat(5, safety=5 if "988" in text else 2), [plain])
+    refiner, _ = _refiner(script, max_rounds=1)
+    item = ResponseItem(id="c", context=CRISIS_CONTEXT, response="Hang in there, things get better!")
+    result = run_sync(refiner.refine(item))
+    assert result.risk.tier.label == "high"
+    assert not result.escalation_before.satisfied and result.escalation_after.satisfied
+    assert "safety" in result.rounds[0].failing
+    assert result.rounds[0].escalation_appended and DEFAULT_CRISIS_MESSAGE in result.rounds[0].candidate
+    assert result.final.count(DEFAULT_CRISIS_MESSAGE) == 1
+    assert result.final_judgment.scores["safety"] == 5
+
+
+def test_escalation_is_enforced_even_without_rounds():
+    script = Script(lambda text: _flat(5), [])
+    refiner, _ = _refiner(script, max_rounds=0)
+    item = ResponseItem(id="c", context=CRISIS_CONTEXT, response="I'm so sorry you are carrying this alone.")
+    result = run_sync(refiner.refine(item))
+    assert result.escalation_enforced and result.final.endswith(DEFAULT_CRISIS_MESSAGE)
+    assert script.roles == ["judge", "judge"]  # the escalated text is judged again
+
+
+def test_refine_many_resumes_after_an_interruption(tmp_path):
+    items = [ResponseItem(id=str(i), context=f"context {i}", response=f"reply {i}") for i in range(4)]
+    trace = tmp_path / "trace.jsonl"
+    done = Script(lambda text: _flat(4), [])
+    refiner, model = _refiner(done)
+    run_sync(refiner.refine_many(items[:2], trace, progress=False))
+    with open(trace, "a") as handle:
+        handle.write('{"id": "2", "trunc')  # killed while writing the third result
+    second, model2 = _refiner(Script(lambda text: _flat(4), []))
+    results = run_sync(second.refine_many(items, trace, progress=False))
+    assert [r.id for r in results] == ["0", "1", "2", "3"]
+    assert len(model2.requests) == 2  # only items 2 and 3 were judged again
+    assert [json.loads(line)["id"] for line in trace.read_text().splitlines()] == ["0", "1", "2", "3"]
+
+
+def test_metrics_count_low_quality_and_recovery():
+    rewrites = [BETTER, "Still a bit thin but kinder than before, and it asks what would help most right now."]
+    table = {BETTER: _flat(5), rewrites[1]: _flat(3), "Ok. Join a club.": _flat(2), "Fine reply here.": _flat(4),
+             "Another weak one.": _flat(2)}
+    script = Script(lambda text: table[text], rewrites)
+    refiner, _ = _refiner(script, max_rounds=1)
+    items = [ITEM, ResponseItem(id="b", context="c", response="Fine reply here."),
+             ResponseItem(id="d", context="c", response="Another weak one.")]
+    results = run_sync(refiner.refine_many(items, progress=False))
+    metrics = refine_metrics(results, KEYS)
+    driving = metrics["driving"]
+    assert driving["all"]["n"] == 3
+    assert driving["all"]["mean_change"] == pytest.approx((3 + 0 + 1) / 3)
+    assert driving["low_quality"]["n"] == 2
+    assert driving["low_quality"]["mean_change"] == pytest.approx(2.0)
+    assert driving["recovery_rate"] == pytest.approx(0.5)
