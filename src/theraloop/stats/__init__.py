@@ -1,0 +1,51 @@
+"""Statistics: paired comparisons (McNemar, bootstrap, Holm) and human-study agreement."""
+
+from theraloop.stats._human import (
+    accuracy_by_consensus,
+    cohen_kappa,
+    cohen_kappa_non_tie,
+    confusion_matrix,
+    consensus_strength,
+    exact_agreement,
+    fleiss_kappa,
+    gwet_ac1,
+    gwet_ac1_non_tie,
+    human_study_report,
+    leave_one_rater_out,
+    majority_label,
+    pairwise_agreement,
+)
+from theraloop.stats._paired import (
+    McNemarResult,
+    WinRates,
+    bootstrap_ci,
+    holm,
+    holm_rejections,
+    mcnemar,
+    mcnemar_from_outcomes,
+    win_rate_ci,
+)
+
+__all__ = [
+    "McNemarResult",
+    "WinRates",
+    "accuracy_by_consensus",
+    "bootstrap_ci",
+    "cohen_kappa",
+    "cohen_kappa_non_tie",
+    "confusion_matrix",
+    "consensus_strength",
+    "exact_agreement",
+    "fleiss_kappa",
+    "gwet_ac1",
+    "gwet_ac1_non_tie",
+    "holm",
+    "holm_rejections",
+    "human_study_report",
+    "leave_one_rater_out",
+    "majority_label",
+    "mcnemar",
+    "mcnemar_from_outcomes",
+    "pairwise_agreement",
+    "win_rate_ci",
+]
