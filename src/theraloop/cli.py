@@ -40,11 +40,17 @@ def info() -> None:
 
 def _register() -> None:
     from theraloop.agent._cli import register as register_agent
+    from theraloop.arena._cli import register as register_arena
     from theraloop.judge._cli import register as register_judge
+    from theraloop.judge._validate import register as register_validate
+    from theraloop.report._cli import register as register_report
     from theraloop.review._cli import register as register_review
 
     register_judge(app)
+    register_validate(app)
     register_agent(app)
+    register_arena(app)
+    register_report(app)
     register_review(app)
 
 

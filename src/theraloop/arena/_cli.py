@@ -1,0 +1,71 @@
+"""`theraloop arena`: persona judges compare every pair of systems; writes verdicts, statistics, manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from theraloop.cli_common import (
+    BackendOption,
+    BaseUrlOption,
+    ConcurrencyOption,
+    ConfigOption,
+    ModelOption,
+    NoCacheOption,
+    OutOption,
+    SeedOption,
+    llm_overrides,
+)
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_result(result) -> None:
+    for key in result.criteria:
+        typer.echo(f"\n=== {key}")
+        for system, score in sorted(result.scores[key].items(), key=lambda kv: -(kv[1] or 0)):
+            typer.echo(f"  {system:>24}: score {_fmt(score)}")
+        for pair in result.pairs:
+            stats = pair.criteria[key]
+            typer.echo(f"  {pair.system_a} vs {pair.system_b}: {stats.wins_a}-{stats.ties}-{stats.wins_b} (n={stats.n}), "
+                       f"mid-p {_fmt(stats.midp_p, '.3g')}, Holm {_fmt(stats.midp_p_holm, '.3g')}")
+    typer.echo(f"\ninvalid outputs: {result.invalid_total}"
+               + (f" (by persona: {result.invalid_by_persona})" if result.invalid_total else ""))
+
+
+def arena_command(
+    systems: Annotated[list[Path], typer.Argument(help="two or more JSONL response files, one system each",
+                                                   exists=True, dir_okay=False)],
+    personas: Annotated[Path, typer.Option("--personas", help="JSONL of personas: {id, prompt} role-play prompts or persona profiles",
+                                           exists=True, dir_okay=False)],
+    criteria: Annotated[str | None, typer.Option(help="comma-separated criteria (default: empathy,safety,overall)")] = None,
+    rubric: Annotated[str | None, typer.Option(help="rubric defining the criteria (default: modpo)")] = None,
+    config: ConfigOption = None,
+    out: OutOption = None,
+    seed: SeedOption = None,
+    backend: BackendOption = None,
+    model: ModelOption = None,
+    base_url: BaseUrlOption = None,
+    concurrency: ConcurrencyOption = None,
+    no_cache: NoCacheOption = False,
+) -> None:
+    """Judge every pair of systems on every shared question with every persona (positions counterbalanced)."""
+    from theraloop.arena._arena import ArenaConfig, arena_to_dir
+    from theraloop.config import load_config
+    from theraloop.llm import run_sync
+
+    overrides = {"criteria": criteria.split(",") if criteria else None, "rubric": rubric, "seed": seed,
+                 **llm_overrides("llm", backend, model, base_url, concurrency, no_cache)}
+    arena_config = load_config(ArenaConfig, config, **overrides)
+    out = out or Path("runs") / "arena"
+    result = run_sync(arena_to_dir(systems, personas, out, arena_config))
+    print_result(result)
+    typer.echo(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("arena")(arena_command)

@@ -1,0 +1,251 @@
+"""One self-contained HTML report from arena runs, a judge validation and refinement traces.
+
+Every section is optional. Figures are embedded as base64 PNG (and also written as PNG files next to
+the report); all text from inputs goes through Jinja2 autoescaping.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import json
+import numbers
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from theraloop.arena import ArenaResult
+from theraloop.io import InputError, iter_jsonl
+from theraloop.report._plots import FigureImage, arena_figures
+
+REFINE_FILES = ("refined.jsonl", "trace.jsonl")
+
+
+class Table(BaseModel):
+    title: str
+    columns: list[str]
+    rows: list[tuple[str, list[int | float | None]]]
+
+
+class DiffSegment(BaseModel):
+    op: Literal["equal", "delete", "insert"]
+    text: str
+
+
+class RefinePair(BaseModel):
+    """Original and final text of one refined response (`response` is accepted for `final`)."""
+
+    id: str
+    original: str
+    final: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _final_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "final" not in data and "response" in data:
+            return {**data, "final": data["response"]}
+        return data
+
+
+class RefineDiff(BaseModel):
+    id: str
+    changed: bool
+    segments: list[DiffSegment]
+
+
+class RefineSection(BaseModel):
+    title: str
+    source: str
+    n_items: int
+    n_changed: int
+    diffs: list[RefineDiff]
+
+
+class ArenaSection(BaseModel):
+    title: str
+    result: ArenaResult
+    figures: list[FigureImage]
+
+
+class ValidationSection(BaseModel):
+    title: str
+    tables: list[Table]
+
+
+class Report(BaseModel):
+    title: str
+    created: str
+    arenas: list[ArenaSection] = Field(default_factory=list)
+    validations: list[ValidationSection] = Field(default_factory=list)
+    refinements: list[RefineSection] = Field(default_factory=list)
+
+    @property
+    def figures(self) -> list[FigureImage]:
+        return [figure for arena in self.arenas for figure in arena.figures]
+
+
+def word_diff(original: str, final: str) -> list[DiffSegment]:
+    """Word-level diff; whitespace is normalised to single spaces between words."""
+    before, after = original.split(), final.split()
+    segments = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=before, b=after, autojunk=False).get_opcodes():
+        if tag == "equal":
+            segments.append(DiffSegment(op="equal", text=" ".join(before[i1:i2])))
+            continue
+        if i2 > i1:
+            segments.append(DiffSegment(op="delete", text=" ".join(before[i1:i2])))
+        if j2 > j1:
+            segments.append(DiffSegment(op="insert", text=" ".join(after[j1:j2])))
+    return segments
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _flatten_numbers(data: dict, prefix: str = "") -> dict[str, int | float | None]:
+    """Numeric leaves of nested dicts under dotted keys (None kept: a statistic that was undefined)."""
+    flat: dict[str, int | float | None] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if _is_number(value):
+            flat[name] = value
+        elif value is None:
+            flat[name] = None
+        elif isinstance(value, dict):
+            flat.update(_flatten_numbers(value, name + "."))
+    return flat
+
+
+def numeric_tables(data: dict, title: str) -> list[Table]:
+    """Tables of the numeric fields of an arbitrary JSON object.
+
+    Scalars at a level form a two-column table. Sibling objects sharing a field (per-dimension
+    statistics, say) form one table, a column each when they have more fields than there are
+    objects (else a row each); other objects are visited on their own.
+    """
+    tables = []
+    scalars = [(key, [value]) for key, value in data.items() if _is_number(value)]
+    if scalars:
+        tables.append(Table(title=title, columns=["value"], rows=scalars))
+    children = {key: value for key, value in data.items() if isinstance(value, dict)}
+    flat = {key: _flatten_numbers(value) for key, value in children.items()}
+    shared = set.intersection(*(set(fields) for fields in flat.values())) if flat else set()
+    if len(children) >= 2 and shared:
+        names = list(dict.fromkeys(field for fields in flat.values() for field in fields))
+        if len(names) > len(children):  # long and narrow reads better than wide: one column per object
+            rows = [(name, [fields.get(name) for fields in flat.values()]) for name in names]
+            tables.append(Table(title=title, columns=list(children), rows=rows))
+        else:
+            rows = [(key, [fields.get(name) for name in names]) for key, fields in flat.items()]
+            tables.append(Table(title=title, columns=names, rows=rows))
+    else:
+        for key, value in children.items():
+            tables += numeric_tables(value, f"{title} / {key}")
+    return tables
+
+
+def load_validation(path: str | Path) -> ValidationSection:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return ValidationSection(title=path.name, tables=numeric_tables(data, "summary"))
+
+
+def load_arena(run_dir: str | Path, prefix: str = "") -> ArenaSection:
+    path = Path(run_dir) / "arena.json"
+    try:
+        result = ArenaResult.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except ValidationError as exc:
+        raise InputError(f"{path}: not an arena result: {exc.errors()[0]['msg']}") from None
+    return ArenaSection(title=Path(run_dir).name, result=result, figures=arena_figures(result, prefix))
+
+
+def load_refinement(run_dir: str | Path, max_items: int = 50) -> RefineSection:
+    """Diffs of the first max_items responses of a refine output folder (refined.jsonl or trace.jsonl)."""
+    run_dir = Path(run_dir)
+    source = next((run_dir / name for name in REFINE_FILES if (run_dir / name).is_file()), None)
+    if source is None:
+        raise InputError(f"{run_dir}: no {' or '.join(REFINE_FILES)}")
+    pairs = list(iter_jsonl(source, RefinePair))
+    diffs = [RefineDiff(id=pair.id, changed=pair.original.split() != pair.final.split(),
+                        segments=word_diff(pair.original, pair.final)) for pair in pairs[:max_items]]
+    return RefineSection(title=run_dir.name, source=source.name, n_items=len(pairs),
+                         n_changed=sum(pair.original.split() != pair.final.split() for pair in pairs), diffs=diffs)
+
+
+def classify_run_dir(run_dir: str | Path) -> list[str]:
+    """What a run folder holds: 'arena', 'validation', 'refine' (any combination, possibly none)."""
+    run_dir = Path(run_dir)
+    kinds = []
+    if (run_dir / "arena.json").is_file():
+        kinds.append("arena")
+    if (run_dir / "validation.json").is_file():
+        kinds.append("validation")
+    if any((run_dir / name).is_file() for name in REFINE_FILES):
+        kinds.append("refine")
+    return kinds
+
+
+def build_report(run_dirs: Sequence[str | Path] = (), validation: Sequence[str | Path] = (),
+                 refine: Sequence[str | Path] = (), title: str = "theraloop report",
+                 max_diffs: int = 50) -> Report:
+    """Sections from run folders (recognised by their files) plus explicitly given inputs."""
+    report = Report(title=title, created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    validation, refine = list(validation), list(refine)
+    kinds_by_dir = {Path(run_dir): classify_run_dir(run_dir) for run_dir in run_dirs}
+    n_arenas = sum("arena" in kinds for kinds in kinds_by_dir.values())
+    for run_dir, kinds in kinds_by_dir.items():
+        if not kinds:
+            raise InputError(f"{run_dir}: no arena.json, validation.json or refine output found")
+        if "arena" in kinds:
+            # Prefix figure names so two arenas in one report do not overwrite each other's PNGs.
+            prefix = f"{len(report.arenas) + 1}-" if n_arenas > 1 else ""
+            report.arenas.append(load_arena(run_dir, prefix))
+        if "validation" in kinds:
+            validation.append(Path(run_dir) / "validation.json")
+        if "refine" in kinds:
+            refine.append(run_dir)
+    report.validations = [load_validation(path) for path in validation]
+    report.refinements = [load_refinement(path, max_diffs) for path in refine]
+    return report
+
+
+def _format_number(value: int | float | None, digits: int = 3) -> str:
+    """Counts as integers, statistics with fixed decimals, a dash for an undefined value."""
+    if value is None:
+        return "–"
+    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
+
+
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("theraloop.report", "templates"),
+                                     autoescape=True, undefined=jinja2.StrictUndefined,
+                                     trim_blocks=True, lstrip_blocks=True)
+    environment.filters["num"] = _format_number
+    return environment
+
+
+def render_report(report: Report) -> str:
+    return _environment().get_template("report.html").render(report=report)
+
+
+def write_report(report: Report, out: str | Path) -> Path:
+    """Write the HTML file and each figure as `<stem>-<figure>.png` beside it."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for figure in report.figures:
+        (out.parent / f"{out.stem}-{figure.name}.png").write_bytes(figure.png)
+    out.write_text(render_report(report), encoding="utf-8")
+    return out
