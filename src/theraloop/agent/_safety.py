@@ -29,51 +29,78 @@ class RiskTier(IntEnum):
         return self.name.lower()
 
 
-_SELF = r"(?:myself|my ?self|himself|herself|themselves|themself)"
+_SELF = r"(?:myself|my ?self|himself|herself|themselves|themself|yourself)"
 _WANT = r"(?:want(?:ed)?|wanna|going|gonna|plan(?:ning)?|ready|about|decided|thinking about|thought about|think about|tempted|trying|tried|try)"
+_PERSON = (r"(?:he|she|they|dad|father|stepdad|mom|mum|mother|stepmom|parents?|husband|wife|boyfriend|girlfriend|bf|gf|"
+           r"partner|ex|brother|sister|uncle)")
+# "cut myself" as an act, not an urge ("want to cut myself" is matched as an urge, at moderate).
+_CUT_ACT = r"(?<!want to )(?<!wanted to )(?<!wanna )(?<!urge to )(?<!urges to )(?<!tempted to )(?<!like to )(?<!not to )cut(?:ting)?"
 
-# (category, tier, pattern). Patterns run on lower-cased text with normalised apostrophes.
+# (category, tier, pattern). Patterns run on lower-cased text with normalised apostrophes, one sentence at a
+# time. Tuned on the dev part of bench/data/epitome_crisis_labels.csv only; the test part is held out.
 _PATTERNS: list[tuple[Category, RiskTier, str]] = [
     # Active suicidal ideation, plan, intent, preparatory behaviour, attempts.
-    ("suicidal_ideation", RiskTier.HIGH, rf"\bkill(?:ing)? {_SELF}\b"),
+    ("suicidal_ideation", RiskTier.HIGH, rf"\bkill(?:ing|ed|s)? {_SELF}\b|\bkms\b"),
     ("suicidal_ideation", RiskTier.HIGH, r"\b(?:end(?:ing)?|take|taking) (?:my|his|her|their) (?:own )?life\b"),
-    ("suicidal_ideation", RiskTier.HIGH, r"\bcommit(?:ting)? suicide\b"),
-    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:i'?m|i am|been|feel(?:ing)?|felt|getting|so|very|really|become) (?:\w+ )?suicidal\b"),
-    ("suicidal_ideation", RiskTier.HIGH, r"\bsuicidal (?:thoughts?|ideation|urges?|feelings?|again|lately|tonight)\b"),
-    ("suicidal_ideation", RiskTier.HIGH, r"\bthoughts? (?:of|about) (?:suicide|dying by suicide|ending it)\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:want|wanna|going|gonna|plan\w*|decided?|consider\w*|tempted|trying|tried|attempt\w*|about|so) to commit suicide\b|\bi (?:\w+ )?commit suicide\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:i'?m|im|i am|been|feel(?:ing)?|felt|getting|become|being) (?:\w+ ){0,3}suicidal\b|^suicidal\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:depressed|sad|anxious|lonely|and) and suicidal\b|\bsuicidal (?:bullshit|shit|again|lately|tonight|right now|today)\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\bsuicid(?:e|al) (?:thoughts?|ideation|urges?|feelings?)\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:think(?:ing)?|thought|thoughts|dream(?:ing)?|fantasi[sz]\w*|obsess\w*|consider(?:ing)?|contemplat\w*|close to|cope with|coping with)\b(?: \S+){0,4}? \W*(?:suicide|si)\b"),
     ("suicidal_ideation", RiskTier.HIGH, r"\bsuicide (?:note|letter|plan|attempt)s?\b"),
-    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:attempted|tried) (?:suicide|to (?:kill|end|hang|off))\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:attempted|tried) (?:suicide|to (?:kill|end|hang|off))\b|\bfailed (?:my |a )?suicide\b"),
     ("suicidal_ideation", RiskTier.HIGH, rf"\b{_WANT} (?:to )?(?:end (?:it|it all|everything|things)|off {_SELF})\b"),
-    ("suicidal_ideation", RiskTier.HIGH, r"\bend it all\b"),
-    ("suicidal_ideation", RiskTier.HIGH, rf"\b(?:hang|shoot|drown) {_SELF}\b"),
-    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:overdos(?:e|ed|ing)|od'?d|jump(?:ing)? off (?:a|the) (?:bridge|building|roof))\b"),
-    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:goodbye|farewell) (?:letters?|notes?|messages?)\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\bend(?:ing)? it all\b|\b(?:to|i'?ll|i will|gonna|wanna) end it\b(?! with| between| for)"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:courage|balls|guts|nerve|strength|motivation|scared|afraid|bring (?:my ?self|myself)) to (?:end it|kill|do it|commit|go through)"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\bgo(?:ing)? through with (?:it|this)\b|\b(?:die|end it|do it)\b.{0,25}\bget it over with\b"),
+    ("suicidal_ideation", RiskTier.HIGH, rf"\b(?:hang(?:ing|ed)?|shoot(?:ing)?|drown(?:ing)?) {_SELF}\b|\bblow my brains out\b|\bbullet (?:through|in|into) (?:\w+ ){{0,4}}head\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\bslit(?:ting)? (?:my|his|her) (?:wrists?|throat)\b|\bknife (?:into|in|through) my (?:jugular|throat|heart|wrists?)\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:over ?dos(?:e|ed|ing)|od'?d|jump(?:ing)? off (?:a|the) (?:bridge|building|roof|cliff))\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:into|onto|in front of) (?:oncoming traffic|(?:a|the) (?:train|bus|truck))\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:pile|bottle|stash|handful|bunch) of (?:pills|tablets)\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:goodbye|farewell) (?:letters?|notes?|messages?)\b|\bfinal goodbye\b"),
     ("suicidal_ideation", RiskTier.HIGH, r"\bgiv(?:e|ing|en) away (?:all )?my (?:things|stuff|belongings|possessions)\b"),
-    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:this|tonight|today) (?:is|will be) (?:my|the) last\b"),
-    ("suicidal_ideation", RiskTier.HIGH, r"\bsuicide\b.{0,40}\b(?:tonight|soon|plan|method|pills|gun|rope)\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:this|tonight|today) (?:is|will be) (?:my|the) last\b|\btonight is the night\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\bwon'?t be (?:here|around|alive|there) (?:much longer|for long|anymore|tomorrow)\b|\b(?:i'?m|im|i am) (?:so |just )?ready to (?:die|go)\b(?! (?:to|out|home|back))"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\b(?:i(?:'ll| will)|i'?m going to|i'?m gonna) do it (?:soon|tonight|tomorrow|today|this week|next week)\b|\bi will do it\b|\beverything i need to do it\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\bwhat i(?:'ll| will| might) do to myself\b|\bdon'?t trust myself\b"),
+    ("suicidal_ideation", RiskTier.HIGH, r"\bsuicide\b.{0,40}\b(?:tonight|soon|plan|method|pills|gun|rope)\b|\bmethods? of suicide\b"),
     # Passive ideation: a wish to be dead or not to exist, without thoughts of acting.
     ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:want|wanna|wish|wanting|ready) (?:to|i could|i'd|i would|i was|i were)? ?(?:just )?(?:die|be dead|not exist|disappear|stop existing|not wake up|never wake up)\b"),
-    ("suicidal_ideation", RiskTier.MODERATE, r"\bwish (?:i|i'd) (?:was|were|had) (?:dead|never been born|not born|gone)\b"),
-    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:don'?t|do not|dont) want to (?:live|be alive|exist|be here|wake up|go on)\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\bwish (?:i|i'd) (?:was|were|had) (?:dead|never been born|not born|gone|never existed)\b|\bwish (?:i|i'?d) (?:was|were|had) (?:never|not) (?:been )?born\b|\bwish i never existed\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\bwhy (?:was i|do i have to be|did i have to be|am i) (?:\w+ )?born\b|\bnever asked to be (?:born|alive)\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:don'?t|do not|dont|not|no longer) (?:even )?want(?:ing)? to (?:live|be alive|exist|be here|wake up|go on)\b(?! (?:my|in|with|without|near|at|there)\b)"),
     ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:better off (?:dead|without me)|no (?:reason|point) (?:to|in) (?:live|living|being alive|going on))\b"),
-    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:tired of|sick of|done with) (?:living|life|being alive|existing)\b"),
-    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:life (?:is not|isn'?t) worth (?:living|it)|not worth living)\b"),
-    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:can'?t|cannot) (?:go on|keep going|do this anymore|live like this)\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:nothing|anything|no ?one|nobody) (?:left )?(?:worth )?(?:to )?liv(?:e|ing) for\b|\breasons? (?:to|for) (?:live|living|stay(?:ing)? alive|keep going|go on)\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\bpoint (?:of|in) (?:\w+ )?(?:living|going on|being alive|staying alive|my (?:life|existence))\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:tired of|sick of|done with|over) (?:living|life|being alive|existing)\b|\btoo tired to live\b|\b(?:hurts?|pain) (?:so much )?to (?:keep )?(?:existing|live)\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:life (?:is not|isn'?t) worth (?:living|it)|not worth living|worth it to live|(?:whether|if|weather) (?:my )?life is worth)\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:can'?t|cannot) (?:go on|keep going|do this anymore|live like this|live anymore|continue to exist)\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:why|how) (?:am i|i'?m|im|i am) (?:even )?still (?:alive|here|around)\b|\bwhy i'?m (?:even )?still (?:alive|here)\b|\bwhy (?:would|should|do|must) i (?:\w+ ){0,3}(?:live|stay alive|go on|live on|keep living|exist)\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:hope|hoping|hopefully|pray(?:ing)?|wish) (?:\w+ ){0,2}?(?:that )?i(?:'ll| will| could| would| get to)? (?:just )?(?:die|don'?t wake up|never wake up|leave this world|pass away)\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:can'?t wait|looking forward) to (?:the day i )?(?:die|be dead|dying)\b|\blet me die\b|\bleave this (?:world|earth|planet)\b|\bout of existence\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"(?:^|please |someone |somebody |some one |just )kill me\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:want|wish|like)(?: is)? (?:for )?(?:it|this|all (?:of )?this|it all|everything|my life|life) (?:all )?to (?:be over|end)\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:deserve|worthy enough|worth enough) to (?:live|be alive)\b|\bshouldn'?t (?:exist|be alive)\b|\bwouldn'?t mind (?:if i (?:died|did|was dead)|dying|being dead)\b"),
+    ("suicidal_ideation", RiskTier.MODERATE, r"\b(?:think(?:ing)? about|obsess\w* with|dream(?:ing)? (?:of|about)) (?:dying|death|being dead)\b|\bdeath is on my mind\b"),
     ("suicidal_ideation", RiskTier.MODERATE, r"\bsuicid(?:e|al)\b"),
-    # Self-harm.
-    ("self_harm", RiskTier.MODERATE, rf"\b(?:cut(?:ting)?|burn(?:ing|ed|t)?|hurt(?:ing)?|harm(?:ing|ed)?|starv(?:e|ing)|punch(?:ing)?) {_SELF}\b"),
-    ("self_harm", RiskTier.MODERATE, r"\bself[- ]?(?:harm|injur\w*|mutilat\w*)\b"),
-    ("self_harm", RiskTier.MODERATE, r"\b(?:relapsed?|urges?) (?:on |to |into )?(?:cut|cutting|self[- ]?harm)\w*\b"),
+    # Self-harm: acts (present or recent) are high, urges and mentions moderate.
+    ("self_harm", RiskTier.HIGH, rf"\b{_CUT_ACT} {_SELF}\b|\b(?:still|stop|keep|started|quit|i'?m) cutting\b|\bcut(?:ting)? (?:for the first time|again|last night|today|deep)\b"),
+    ("self_harm", RiskTier.HIGH, r"\b(?:need|want) to bleed\b|\bmyself bleed\b|\bmy blood flow\b|\b(?:the|my) cuts\b|\b(?:area|place|where|how deep|deep enough) to cut\b"),
+    ("self_harm", RiskTier.HIGH, r"\bi (?:just |have |'ve )?(?:hurt|harmed|burned|burnt) myself\b|\bbroke my (?:self[- ]?harm|clean) streak\b"),
+    ("self_harm", RiskTier.MODERATE, rf"\b(?:cut(?:ting)?|burn(?:ing|ed|t)?|hurt(?:ing)?|harm(?:ing|ed)?|starv(?:e|ing)|punch(?:ing)?|hit(?:ting)?|scratch(?:ing)?) {_SELF}\b"),
+    ("self_harm", RiskTier.MODERATE, r"\bself[- ]?(?:harm|injur\w*|mutilat\w*)\b|\bscars (?:on|in) my (?:arms?|wrists?|legs?|thighs?)\b"),
+    ("self_harm", RiskTier.MODERATE, r"\b(?:relapsed?|urges?) (?:on |to |into )?(?:cut|cutting|self[- ]?harm)\w*\b|\b(?:wanna|want to|urge to) cut\b(?! (?:off|out|back|down|ties|things|people|contact|class|school))"),
     # Harm to others.
     ("harm_to_others", RiskTier.HIGH, r"\b(?:going to|gonna|will|plan(?:ning)? to|want to|wanna) (?:kill|murder|shoot|stab) (?:him|her|them|someone|somebody|people|my \w+|everyone)\b"),
-    ("harm_to_others", RiskTier.MODERATE, r"\b(?:want to|wanna|urge to|thoughts? of|thinking of) (?:hurt(?:ing)?|harm(?:ing)?|hit(?:ting)?) (?:him|her|them|someone|somebody|people|others|my \w+)\b"),
+    ("harm_to_others", RiskTier.MODERATE, r"\b(?:want to|wanna|urge to|thoughts? of|thinking of|close to) (?:hurt(?:ing)?|harm(?:ing)?|hit(?:ting)?|kill(?:ing)?|attack(?:ing)?) (?:him|her|them|someone|somebody|people|others|another person|the people|my \w+)\b"),
     # Abuse.
     ("abuse", RiskTier.HIGH, r"\b(?:threaten(?:ed|s|ing)? to kill me|going to kill me|(?:he|she|they)'?(?:ll| will) kill me)\b"),
-    ("abuse", RiskTier.MODERATE, r"\b(?:abus(?:e|ed|es|ing|ive)|molest(?:ed|ation)?|rap(?:ed|e)|sexually assaulted|domestic violence)\b"),
-    ("abuse", RiskTier.MODERATE, r"\b(?:hits?|beats?|chok(?:es|ed)|strangl(?:es|ed)) me\b"),
+    ("abuse", RiskTier.MODERATE, r"(?<!drug )(?<!alcohol )(?<!substance )\b(?:abus(?:e|ed|es|ing|ive)|molest(?:ed|ation)?|rap(?:ed|e)|sexually assaulted|domestic violence)\b"),
+    ("abuse", RiskTier.MODERATE, rf"\b{_PERSON} (?:\w+ )?(?:hits?|beats?|beat|chok(?:es|ed)|strangl(?:es|ed)|punch(?:es|ed)|kick(?:s|ed)|slap(?:s|ped)) me\b|\b(?:got|get|gets|was|been|being) (?:beaten|beat up|punched|slapped|kicked)\b(?! out)"),
     # Psychosis-like experiences.
-    ("psychosis", RiskTier.HIGH, r"\bvoices? (?:tell(?:s|ing)?|command(?:s|ing)?) me to (?:kill|hurt|harm|die)\b"),
-    ("psychosis", RiskTier.MODERATE, r"\b(?:hear(?:ing)?|hears) voices\b|\bvoices in my head\b|\bhallucinat\w*\b"),
+    ("psychosis", RiskTier.HIGH, r"\bvoices? (?:in (?:my|your) head )?(?:\w+ ){0,2}(?:tell(?:s|ing)?|command(?:s|ing)?) (?:me|you) to (?:kill|hurt|harm|die)\b"),
+    ("psychosis", RiskTier.MODERATE, r"\b(?:hear(?:ing)?|hears) (?:voices|demons)\b|\b(?:voices|demons) in my head\b|\bhallucinat\w*\b|\bpsychos[ie]s\b|\bpsychotic\b|\bschizo\w*|\bschiz\b"),
     ("psychosis", RiskTier.MODERATE, r"\b(?:people|they|someone) (?:are|is) (?:watching|following|spying on|tracking) me\b"),
     # Distress without a risk signal.
     ("distress", RiskTier.LOW, r"\b(?:hopeless|worthless|can'?t take (?:it|this) anymore|give up on (?:life|everything)|nothing matters|empty inside|falling apart|breaking down)\b"),
@@ -81,7 +108,8 @@ _PATTERNS: list[tuple[Category, RiskTier, str]] = [
 
 _COMPILED = [(category, tier, re.compile(pattern)) for category, tier, pattern in _PATTERNS]
 _PAST = re.compile(r"\b(?:years? ago|months ago|used to|in the past|when i was (?:younger|a kid|a child|a teen\w*|in high school|\d+)|back then|no longer|anymore i don'?t|recovered|clean for|since i stopped)\b")
-_DENIAL = re.compile(r"\b(?:not|never|no longer|wasn'?t|isn'?t|i'?m not|am not) (?:\w+ )?(?:suicidal|going to (?:kill|hurt) myself|want(?:ing)? to die)\b")
+# A denial cancels only the signal it overlaps ("not going to kill myself, but I want to die" keeps the wish).
+_DENIAL = re.compile(r"(?:^|\b(?:i'?m|i am|im|i|i'?d|i would|i will) )(?:not|never|don'?t|do not|dont|won'?t|no longer|wasn'?t) (?:\w+ ){0,2}?(?:suicidal|(?:going to|gonna|willing to) (?:kill|hurt) myself|want(?:ing)? to (?:die|kill myself)|(?:kill|hurt) myself|thought (?:about|of) suicide|in a suicidal way)\b")
 _SENTENCE = re.compile(r"(?<=[.!?\n])\s+")
 
 
@@ -113,12 +141,13 @@ def assess_risk(text: str) -> RiskAssessment:
         if not sentence.strip():
             continue
         past = bool(_PAST.search(sentence))
-        denied = bool(_DENIAL.search(sentence))
+        denials = [denial.span() for denial in _DENIAL.finditer(sentence)]
         for category, tier, pattern in _COMPILED:
             match = pattern.search(sentence)
             if match is None:
                 continue
-            if denied and category == "suicidal_ideation":
+            if category in ("suicidal_ideation", "self_harm") and any(start < match.end() and match.start() < end
+                                                                      for start, end in denials):
                 continue
             effective = RiskTier(max(tier - 1, RiskTier.LOW)) if past and tier > RiskTier.LOW else tier
             signals.append(RiskSignal(category=category, tier=effective, evidence=match.group(0),
