@@ -43,12 +43,14 @@ def _register() -> None:
     from theraloop.arena._cli import register as register_arena
     from theraloop.judge._cli import register as register_judge
     from theraloop.judge._validate import register as register_validate
+    from theraloop.prefs._cli import register as register_prefs
     from theraloop.report._cli import register as register_report
     from theraloop.review._cli import register as register_review
 
     register_judge(app)
     register_validate(app)
     register_agent(app)
+    register_prefs(app)
     register_arena(app)
     register_report(app)
     register_review(app)

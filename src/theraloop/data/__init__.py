@@ -1,4 +1,4 @@
-"""Data loaders and splits: EPITOME (empathy levels, seeker posts, the MODPO split)."""
+"""Data loaders and splits: EPITOME (empathy levels, seeker posts, the MODPO split), MentalAlign, personas."""
 
 from theraloop.data._epitome import (
     EpitomeSplit,
@@ -12,8 +12,52 @@ from theraloop.data._epitome import (
     seeker_posts,
     verify_epitome,
 )
+from theraloop.data._mentalalign import (
+    JUDGE_OWN_GENERATOR,
+    MENTALALIGN_DIMENSIONS,
+    MENTALALIGN_GENERATORS,
+    MENTALALIGN_JUDGES,
+    DroppedCell,
+    MentalAlign,
+    MentalAlignRating,
+    load_mentalalign,
+    parse_mentalalign_cell,
+)
+from theraloop.data._personas import (
+    CRITERIA,
+    Demographics,
+    MentalHealthBackground,
+    Persona,
+    PersonaSplit,
+    SurveyMapping,
+    persona_id,
+    personas_from_survey,
+    render_persona_prompt,
+    split_personas,
+    synthetic_personas,
+)
 
 __all__ = [
+    "MENTALALIGN_DIMENSIONS",
+    "MENTALALIGN_GENERATORS",
+    "MENTALALIGN_JUDGES",
+    "JUDGE_OWN_GENERATOR",
+    "DroppedCell",
+    "MentalAlign",
+    "MentalAlignRating",
+    "load_mentalalign",
+    "parse_mentalalign_cell",
+    "CRITERIA",
+    "Demographics",
+    "MentalHealthBackground",
+    "Persona",
+    "PersonaSplit",
+    "SurveyMapping",
+    "persona_id",
+    "personas_from_survey",
+    "render_persona_prompt",
+    "split_personas",
+    "synthetic_personas",
     "EpitomeSplit",
     "ModpoSplit",
     "SeekerPost",

@@ -1,5 +1,29 @@
-"""Statistics: paired comparisons (McNemar, bootstrap, Holm) and human-study agreement."""
+"""Statistics: paired comparisons (McNemar, bootstrap, Holm), human-study agreement and
+judge-versus-human score agreement (ICC, weighted kappa, Krippendorff alpha, Bland-Altman)."""
 
+from theraloop.stats._agreement import (
+    ICC_KINDS,
+    AgreementReport,
+    BlandAltman,
+    DimensionAgreement,
+    ICCEstimate,
+    ICCKind,
+    ResponseAgreement,
+    SystemAgreement,
+    SystemMeans,
+    agreement_report,
+    bland_altman,
+    bland_altman_points,
+    icc,
+    icc_ci,
+    krippendorff_alpha,
+    mae,
+    mean_bias,
+    pearson,
+    quadratic_weighted_kappa,
+    reliability_tier,
+    spearman,
+)
 from theraloop.stats._human import (
     accuracy_by_consensus,
     cohen_kappa,
@@ -27,9 +51,21 @@ from theraloop.stats._paired import (
 )
 
 __all__ = [
+    "AgreementReport",
+    "BlandAltman",
+    "DimensionAgreement",
+    "ICCEstimate",
+    "ICCKind",
+    "ICC_KINDS",
     "McNemarResult",
+    "ResponseAgreement",
+    "SystemAgreement",
+    "SystemMeans",
     "WinRates",
     "accuracy_by_consensus",
+    "agreement_report",
+    "bland_altman",
+    "bland_altman_points",
     "bootstrap_ci",
     "cohen_kappa",
     "cohen_kappa_non_tie",
@@ -42,10 +78,19 @@ __all__ = [
     "holm",
     "holm_rejections",
     "human_study_report",
+    "icc",
+    "icc_ci",
+    "krippendorff_alpha",
     "leave_one_rater_out",
+    "mae",
     "majority_label",
     "mcnemar",
     "mcnemar_from_outcomes",
+    "mean_bias",
     "pairwise_agreement",
+    "pearson",
+    "quadratic_weighted_kappa",
+    "reliability_tier",
+    "spearman",
     "win_rate_ci",
 ]

@@ -1,4 +1,5 @@
-"""Alignment training: preference losses as pure functions, LoRA soups, SFT/DPO/MODPO/joint trainers.
+"""Alignment training: preference losses as pure functions, per-criterion reward models, LoRA soups,
+SFT/DPO/MODPO/joint trainers.
 
 The losses need only torch; the soup and the trainers also need transformers and peft
 (`pip install theraloop[train]`).
@@ -22,9 +23,33 @@ from theraloop.train._policy import (
     train_modpo,
     train_sft,
 )
+from theraloop.train._reward import (
+    PairMargins,
+    RewardConfig,
+    RewardModel,
+    RewardTrainingResult,
+    bradley_terry_loss,
+    compute_margins,
+    pair_key,
+    pairwise_accuracy,
+    read_pairs,
+    reward_input,
+    train_reward_model,
+)
 from theraloop.train._soup import lora_soup
 
 __all__ = [
+    "PairMargins",
+    "RewardConfig",
+    "RewardModel",
+    "RewardTrainingResult",
+    "bradley_terry_loss",
+    "compute_margins",
+    "pair_key",
+    "pairwise_accuracy",
+    "read_pairs",
+    "reward_input",
+    "train_reward_model",
     "DPOTrainConfig",
     "JointPair",
     "JointTrainConfig",

@@ -1,0 +1,302 @@
+"""`theraloop validate`: how well a judge's scores agree with human ratings.
+
+Two sources: theraloop judgments beside human-rated items (same ids), or the MentalAlign-70k
+benchmark. Each judge gets, per dimension, agreement over systems (mean score per generator, the
+benchmark's ICC analysis) and over single responses (the stricter test).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+from pydantic import BaseModel, Field
+
+from theraloop.cli_common import ConfigOption, OutOption, SeedOption
+from theraloop.config import StrictModel
+from theraloop.io import InputError
+from theraloop.stats._agreement import AgreementReport, ICCEstimate, agreement_report
+
+if TYPE_CHECKING:
+    from theraloop.data._mentalalign import MentalAlign
+
+
+class ValidateConfig(StrictModel):
+    n_boot: int = Field(1000, ge=1, description="bootstrap resamples for the ICC intervals")
+    seed: int = 42
+    level: float = Field(0.95, gt=0, lt=1)
+    dimensions: list[str] | None = Field(None, description="default: every dimension both sides scored")
+    exclude_own_family: bool = Field(True, description="MentalAlign: score each judge without its own "
+                                                      "model family's responses")
+    judges: list[str] | None = Field(None, description="MentalAlign judges (default: all four)")
+    cleaning: Literal["strict", "as_published"] = Field(
+        "strict", description="MentalAlign cells: strict drops all-zero, out-of-range and incomplete cells; "
+                              "as_published reads them as the benchmark's analysis did")
+
+
+class JudgeInput(BaseModel):
+    """One judge's scores and the human scores, one row per response, ready for agreement_report."""
+
+    judge: str
+    judge_rows: list[dict[str, Any]]
+    human_rows: list[dict[str, Any]]
+    excluded_systems: list[str] = Field(default_factory=list)
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class JudgeValidation(BaseModel):
+    judge: str
+    excluded_systems: list[str]
+    counts: dict[str, int]
+    agreement: AgreementReport
+
+
+class Validation(BaseModel):
+    source: Literal["judgments", "mentalalign"]
+    dimensions: list[str]
+    n_boot: int
+    seed: int
+    level: float
+    judges: dict[str, JudgeValidation]
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def inputs_from_judgments(judgments: Sequence, human_items: Sequence, judgments_path: str = "judgments",
+                          human_path: str = "human") -> dict[str, JudgeInput]:
+    """Pair judgments (grouped by judge name) with human-rated items by id.
+
+    A parse failure stays in as a response without judge scores, so it is counted, never scored.
+    The system of a response is the human item's, else the judgment's; if both name one they must agree.
+    """
+    human_by_id = {item.id: item for item in human_items}
+    human_rows = [{"id": item.id, **(item.human_scores or {})} for item in human_items if item.human_scores]
+    rated_ids = {row["id"] for row in human_rows}
+    by_judge: dict[str, list] = {}
+    for judgment in judgments:
+        by_judge.setdefault(judgment.judge, []).append(judgment)
+    inputs = {}
+    for judge, group in by_judge.items():
+        counts: Counter = Counter(judged=len(group))
+        systems: dict[str, str | None] = {}
+        judge_rows = []
+        seen: set[str] = set()
+        for judgment in group:
+            if judgment.id in seen:
+                raise InputError(f"{judgments_path}: judge {judge!r} scored id {judgment.id!r} more than once")
+            seen.add(judgment.id)
+            item = human_by_id.get(judgment.id)
+            if item is not None and item.system and judgment.system and item.system != judgment.system:
+                raise InputError(f"id {judgment.id!r}: {human_path} says system {item.system!r}, "
+                                 f"{judgments_path} says {judgment.system!r}")
+            systems[judgment.id] = (item.system if item is not None and item.system else judgment.system)
+            if not judgment.parse_ok or not judgment.scores:
+                counts["parse_failures"] += 1
+            if judgment.id not in rated_ids:
+                counts["without_human_scores"] += 1
+            judge_rows.append({"id": judgment.id, **(judgment.scores if judgment.parse_ok and judgment.scores else {})})
+        counts["human_rated_not_judged"] = len(rated_ids - seen)
+        paired_human = [{**row, "system": systems.get(row["id"]) or human_by_id[row["id"]].system}
+                        for row in human_rows]
+        inputs[judge] = JudgeInput(judge=judge, judge_rows=judge_rows, human_rows=paired_human, counts=dict(counts))
+    return inputs
+
+
+def inputs_from_mentalalign(data: MentalAlign, exclude_own_family: bool = True,
+                            judges: Sequence[str] | None = None) -> dict[str, JudgeInput]:
+    """One JudgeInput per MentalAlign judge; a response's id is `conv_id/generator`, its system the generator."""
+    from theraloop.data._mentalalign import HUMAN_RATER, JUDGE_OWN_GENERATOR
+
+    human = data.scores_by_item(HUMAN_RATER)
+    judges = [rater for rater in data.sha256 if rater != HUMAN_RATER] if judges is None else list(judges)
+    inputs = {}
+    for judge in judges:
+        excluded = [JUDGE_OWN_GENERATOR[judge]] if exclude_own_family else []
+        scored = data.scores_by_item(judge)
+        keys = [key for key in dict.fromkeys([*human, *scored]) if key[1] not in excluded]
+        judge_rows = [{"id": f"{conv}/{gen}", "system": gen, **scored[(conv, gen)]}
+                      for conv, gen in keys if (conv, gen) in scored]
+        human_rows = [{"id": f"{conv}/{gen}", "system": gen, **human[(conv, gen)]}
+                      for conv, gen in keys if (conv, gen) in human]
+        counts = {"responses": len(keys), "judge_scored": len(judge_rows), "human_scored": len(human_rows)}
+        inputs[judge] = JudgeInput(judge=judge, judge_rows=judge_rows, human_rows=human_rows,
+                                   excluded_systems=excluded, counts=counts)
+    return inputs
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _shared_dimensions(inputs: dict[str, JudgeInput]) -> list[str]:
+    def keys(rows: list[dict]) -> list[str]:
+        return [key for key in dict.fromkeys(k for row in rows for k in row) if key not in ("id", "system")]
+
+    shared: list[str] | None = None
+    for judge_input in inputs.values():
+        human_keys = set(keys(judge_input.human_rows))
+        both = [key for key in keys(judge_input.judge_rows) if key in human_keys]
+        shared = both if shared is None else [key for key in shared if key in both]
+    return shared or []
+
+
+def validate(inputs: dict[str, JudgeInput], source: Literal["judgments", "mentalalign"],
+             config: ValidateConfig, data: dict[str, Any] | None = None) -> Validation:
+    """Agreement of every judge with the human scores on the chosen (default: shared) dimensions."""
+    import pandas as pd
+
+    if not inputs:
+        raise InputError("no judgments to validate")
+    dimensions = config.dimensions or _shared_dimensions(inputs)
+    if not dimensions:
+        raise InputError("the judge and human scores share no dimension; check the rubric keys")
+    results = {}
+    for judge, judge_input in inputs.items():
+        columns = ["id", "system", *dimensions]
+        judge_frame = pd.DataFrame(judge_input.judge_rows).reindex(columns=columns).drop(columns="system")
+        human_frame = pd.DataFrame(judge_input.human_rows).reindex(columns=columns)
+        try:
+            report = agreement_report(judge_frame, human_frame, dimensions, n_boot=config.n_boot,
+                                      seed=config.seed, level=config.level)
+        except ValueError as exc:
+            raise InputError(f"judge {judge!r}: {exc}") from None
+        results[judge] = JudgeValidation(judge=judge, excluded_systems=judge_input.excluded_systems,
+                                         counts=judge_input.counts, agreement=report)
+    return Validation(source=source, dimensions=dimensions, n_boot=config.n_boot, seed=config.seed,
+                      level=config.level, judges=results, data=data or {})
+
+
+def validate_mentalalign(root: str | Path, config: ValidateConfig | None = None) -> Validation:
+    """The benchmark protocol: every judge against the clinical experts, own family excluded."""
+    from theraloop.data._mentalalign import load_mentalalign
+
+    config = config or ValidateConfig()
+    data = load_mentalalign(root, config.judges, config.cleaning)
+    provenance = {"root": str(root), "cleaning": data.cleaning, "sha256": data.sha256,
+                  "conversations": len(data.conv_ids),
+                  "dropped_cells": data.drop_counts(), "kept_cells_parsed_from": data.parsed_from}
+    inputs = inputs_from_mentalalign(data, config.exclude_own_family)
+    return validate(inputs, "mentalalign", config, provenance)
+
+
+# ---------------------------------------------------------------- report
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _with_interval(estimate: ICCEstimate) -> str:
+    return f"{_number(estimate.estimate)} [{_number(estimate.low)}, {_number(estimate.high)}]"
+
+
+def render_markdown(validation: Validation, title: str = "Judge-human agreement") -> str:
+    """A table per judge: system-level ICC(C,1), ICC(A,1) with bootstrap CIs, then response-level statistics."""
+    percent = f"{validation.level:.0%}"
+    cleaning = f" ({validation.data['cleaning']} cleaning)" if validation.data.get("cleaning") else ""
+    lines = [f"# {title}", "",
+             f"Source: {validation.source}{cleaning}. System level: mean score per generator, {percent} percentile bootstrap "
+             f"CI over systems ({validation.n_boot} resamples, seed {validation.seed}). Response level: every "
+             "response; QWK on scores rounded half up; alpha is Krippendorff's (interval); bias and MAE are "
+             "judge - human; tier is Koo & Li on response-level ICC(A,1).", ""]
+    for judge, result in validation.judges.items():
+        excluded = f" (without {', '.join(result.excluded_systems)})" if result.excluded_systems else ""
+        counts = ", ".join(f"{key} {value}" for key, value in result.counts.items())
+        lines += [f"## {judge}{excluded}", "", counts, "",
+                  f"| dimension | systems | ICC(C,1) sys [{percent} CI] | ICC(A,1) sys [{percent} CI] | responses "
+                  "| ICC(C,1) | ICC(A,1) | QWK | alpha | bias | MAE | tier |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for dimension, agreement in result.agreement.dimensions.items():
+            system, response = agreement.system, agreement.response
+            system_cells = (["0", "n/a", "n/a"] if system is None else
+                            [str(system.n_systems), _with_interval(system.icc["C,1"]),
+                             _with_interval(system.icc["A,1"])])
+            lines.append("| " + " | ".join([
+                dimension, *system_cells, str(response.n), _number(response.icc["C,1"].estimate),
+                _number(response.icc["A,1"].estimate), _number(response.qwk), _number(response.alpha_interval),
+                f"{response.bias:+.3f}", _number(response.mae), response.tier or "n/a"]) + " |")
+        lines.append("")
+    if validation.data.get("dropped_cells"):
+        lines += ["## Cells dropped from the data", "", "| rater | dropped (by reason) |", "|---|---|"]
+        for rater, reasons in validation.data["dropped_cells"].items():
+            text = ", ".join(f"{reason} {count}" for reason, count in reasons.items()) or "none"
+            lines.append(f"| {rater} | {text} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_validation(validation: Validation, out: Path) -> None:
+    from theraloop.io import write_json
+
+    write_json(out / "validation.json", validation.model_dump(mode="json"))
+    (out / "validation.md").write_text(render_markdown(validation), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- command
+
+
+def _split_names(value: str | None) -> list[str] | None:
+    return [name.strip() for name in value.split(",") if name.strip()] if value else None
+
+
+def validate_command(
+    judgments: Annotated[list[Path] | None, typer.Option(
+        "--judgments", metavar="FILE",
+        help="judgments.jsonl from `theraloop judge` (repeatable; one table per judge name)")] = None,
+    human: Annotated[Path | None, typer.Option(help="JSONL of the same ids with human_scores (and system)")] = None,
+    mentalalign: Annotated[Path | None, typer.Option(help="MentalAlign-70k folder: run the benchmark protocol")] = None,
+    judges: Annotated[str | None, typer.Option(help="MentalAlign judges, comma-separated (default: all)")] = None,
+    dimensions: Annotated[str | None, typer.Option(help="comma-separated (default: all shared dimensions)")] = None,
+    cleaning: Annotated[str | None, typer.Option(help="MentalAlign: strict (default) | as_published")] = None,
+    include_own_family: Annotated[bool, typer.Option(
+        "--include-own-family", help="MentalAlign: keep each judge's own model family's responses")] = False,
+    n_boot: Annotated[int | None, typer.Option("--n-boot", help="bootstrap resamples (default 1000)")] = None,
+    level: Annotated[float | None, typer.Option(help="confidence level (default 0.95)")] = None,
+    seed: SeedOption = None,
+    config: ConfigOption = None,
+    out: OutOption = None,
+) -> None:
+    """Agreement of judge scores with human ratings; writes validation.json, validation.md and a manifest."""
+    from theraloop.config import load_config
+    from theraloop.io import read_jsonl
+    from theraloop.judge._types import Judgment
+    from theraloop.manifest import write_manifest
+    from theraloop.records import ResponseItem
+
+    if (mentalalign is None) == (not judgments):
+        raise typer.BadParameter("give either --judgments (with --human) or --mentalalign")
+    settings = load_config(ValidateConfig, config, n_boot=n_boot, seed=seed, level=level,
+                           dimensions=_split_names(dimensions), judges=_split_names(judges), cleaning=cleaning,
+                           exclude_own_family=False if include_own_family else None)
+    if mentalalign is not None:
+        validation = validate_mentalalign(mentalalign, settings)
+        out = out or Path("runs") / "validate-mentalalign"
+        from theraloop.data._mentalalign import mentalalign_paths
+
+        input_files = {f"mentalalign_{rater}": path for rater, path in mentalalign_paths(mentalalign, settings.judges).items()}
+    else:
+        if human is None:
+            raise typer.BadParameter("--judgments needs --human (items with human_scores)")
+        loaded = [judgment for path in judgments for judgment in read_jsonl(path, Judgment)]
+        items = read_jsonl(human, ResponseItem)
+        inputs = inputs_from_judgments(loaded, items, ", ".join(map(str, judgments)), str(human))
+        validation = validate(inputs, "judgments", settings)
+        out = out or Path("runs") / f"validate-{judgments[0].stem}"
+        input_files = {"human": human, **{f"judgments_{index}": path for index, path in enumerate(judgments)}}
+    write_validation(validation, out)
+    write_manifest(out, "validate", settings, inputs=input_files, seed=settings.seed,
+                   extra={"data": validation.data} if validation.data else None)
+    for judge, result in validation.judges.items():
+        summary = "  ".join(f"{dimension[:4]} {_number(agreement.response.icc['A,1'].estimate, 2)}"
+                            for dimension, agreement in result.agreement.dimensions.items())
+        typer.echo(f"{judge}: response ICC(A,1)  {summary}")
+    typer.echo(f"wrote {out / 'validation.json'} and {out / 'validation.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate_command)
