@@ -16,6 +16,7 @@ from theraloop.llm import (
     Message,
     ScriptedChatModel,
     StructuredOutputError,
+    _factory,
     build_llm,
     complete_structured,
     extract_json,
@@ -24,7 +25,6 @@ from theraloop.llm import (
     request_key,
     run_sync,
 )
-from theraloop.llm import _factory
 
 SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5},
                                            "why": {"type": "string"}},

@@ -13,7 +13,7 @@ from theraloop.agent import (
     Refiner,
     refine_metrics,
 )
-from theraloop.judge import JudgeConfig, LLMJudge
+from theraloop.judge import LLMJudge
 from theraloop.llm import ChatRequest, ScriptedChatModel, run_sync
 from theraloop.records import ResponseItem
 from theraloop.rubrics import load_rubric

@@ -3,13 +3,21 @@
 from theraloop.agent._loop import (
     IndependentJudgeConfig,
     RefineConfig,
-    RefineResult,
     Refiner,
+    RefineResult,
     RoundTrace,
     text_diff,
 )
 from theraloop.agent._metrics import is_low_quality, refine_metrics
-from theraloop.agent._roles import PLAYBOOK, Critique, FailingDimension, PlanStep, Revision, RevisionPlan, Roles
+from theraloop.agent._roles import (
+    PLAYBOOK,
+    Critique,
+    FailingDimension,
+    PlanStep,
+    Revision,
+    RevisionPlan,
+    Roles,
+)
 from theraloop.agent._run import build_independent_judge, build_refiner
 from theraloop.agent._safety import (
     DEFAULT_CRISIS_MESSAGE,

@@ -73,7 +73,13 @@ def score_command(
     from theraloop.config import load_config
     from theraloop.io import check_unique_ids, read_jsonl, write_json
     from theraloop.judge._llm_judge import JudgeConfig, LLMJudge
-    from theraloop.judge._run import PairItem, compare_items, score_items, summarize_judgments, summarize_pairs
+    from theraloop.judge._run import (
+        PairItem,
+        compare_items,
+        score_items,
+        summarize_judgments,
+        summarize_pairs,
+    )
     from theraloop.llm import build_llm, run_sync
     from theraloop.manifest import write_manifest
     from theraloop.records import ResponseItem, bundled_examples_path
