@@ -335,9 +335,9 @@ def test_cli_judge_train_encoder(tiny_backbone, epitome_parts, tmp_path):
     assert set(manifest["inputs"]) == {"data", "dev"}
     assert EncoderJudge.load(out).rubric.name == "epitome"
 
-    refused = CliRunner().invoke(_cli_app(), ["judge", "train", "--method", "dpo", "--data",
+    refused = CliRunner().invoke(_cli_app(), ["judge", "train", "--method", "dpo", "--head", "ordinal", "--data",
                                               str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "dpo")])
-    assert refused.exit_code != 0 and "not installed yet" in refused.output
+    assert refused.exit_code != 0 and "--head" in refused.output
 
     write_jsonl(tmp_path / "bare.jsonl", [ResponseItem(id="a", context="c", response="r")])
     bare = CliRunner().invoke(_cli_app(), ["judge", "train", "--data", str(tmp_path / "bare.jsonl"), "--out",

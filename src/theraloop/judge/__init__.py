@@ -1,6 +1,13 @@
 """Judges: the LLM judge (absolute and pairwise), the trained encoder judge, calibration, judge training."""
 
 from theraloop.judge._calibration import Calibration, MonotoneMap
+from theraloop.judge._dpo import (
+    DPOJudgeConfig,
+    DPOJudgeResult,
+    JudgePreferencePair,
+    build_judge_preference_pairs,
+    train_dpo_judge,
+)
 from theraloop.judge._llm_judge import (
     DEFAULT_SYSTEM_PROMPT,
     JudgeConfig,
@@ -12,6 +19,11 @@ from theraloop.judge._run import PairItem, compare_items, score_items, summarize
 from theraloop.judge._types import Judge, Judgment, PairJudgment, Winner
 
 __all__ = [
+    "DPOJudgeConfig",
+    "DPOJudgeResult",
+    "JudgePreferencePair",
+    "build_judge_preference_pairs",
+    "train_dpo_judge",
     "DEFAULT_SYSTEM_PROMPT",
     "Calibration",
     "Judge",

@@ -1,5 +1,5 @@
-"""`theraloop judge train`: train a judge from human-scored responses. Methods dispatch by name, so
-another method (a generative judge trained with DPO) slots in beside `encoder`."""
+"""`theraloop judge train`: train a judge from human-scored responses. Methods dispatch by name:
+`encoder` (a fine-tuned encoder with ordinal heads) and `dpo` (a generative chat judge, DPO + LoRA)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _train_encoder(data: Path, dev: Path | None, out: Path, config_path: Path | 
     from theraloop.judge._encoder import EncoderJudgeConfig, read_training_jsonl, train_encoder_judge
     from theraloop.manifest import write_manifest
 
-    config = load_config(EncoderJudgeConfig, config_path, **overrides)
+    config = load_config(EncoderJudgeConfig, config_path, **_method_flags("encoder", overrides))
     train_items = read_training_jsonl(data, config)
     dev_items = read_training_jsonl(dev, config) if dev is not None else None
     result = train_encoder_judge(train_items, dev_items, config, out_dir=out, log=typer.echo)
@@ -39,15 +39,49 @@ def _train_encoder(data: Path, dev: Path | None, out: Path, config_path: Path | 
                    extra={"method": "encoder", "judge": result.judge.name})
 
 
-def _dpo_not_installed(*_args: object) -> None:
-    raise typer.BadParameter("--method dpo (a generative judge trained with DPO) is not installed yet; "
-                             "use --method encoder", param_hint="--method")
+def _train_dpo(data: Path, dev: Path | None, out: Path, config_path: Path | None, overrides: dict) -> None:
+    from theraloop.config import load_config
+    from theraloop.judge._dpo import DPOJudgeConfig, read_pairs_jsonl, resolve_model_path, train_dpo_judge
+    from theraloop.manifest import write_manifest
+
+    config = load_config(DPOJudgeConfig, config_path, **_method_flags("dpo", overrides))
+    pairs = read_pairs_jsonl(data, config)
+    eval_pairs = read_pairs_jsonl(dev, config) if dev is not None else None
+    model_path = resolve_model_path(config.model)
+    typer.echo(f"{len(pairs)} preference pairs; base model {model_path}")
+    result = train_dpo_judge(pairs, model_path, out, config, eval_pairs=eval_pairs, log=typer.echo)
+    metrics = result.metrics
+    if metrics["logged_steps"]:
+        typer.echo(f"{result.steps} steps on {result.train_pairs} pairs: loss {metrics['first_loss']:.4f} -> "
+                   f"{metrics['last_loss']:.4f}, reward margin {metrics['first_rewards/margins']:.4f} -> "
+                   f"{metrics['last_rewards/margins']:.4f}")
+    if "eval" in metrics:
+        typer.echo(f"dev: reward margin {metrics['eval']['eval_rewards/margins']:.4f}, "
+                   f"chosen preferred {metrics['eval']['eval_rewards/accuracies']:.3f}")
+    typer.echo(f"score with the trained judge: theraloop judge ITEMS.jsonl --config {result.judge_config_path}")
+    write_manifest(out, "judge train", config, inputs={"data": data, "dev": dev}, seed=config.seed,
+                   extra={"method": "dpo", "model": str(model_path), "adapter": result.adapter_dir})
+
+
+# Flags each method understands; giving another method's flag is an error rather than silently ignored.
+METHOD_FLAGS = {
+    "encoder": {"rubric", "head", "epochs", "max_steps", "max_length", "batch_size", "learning_rate", "backbone",
+                "threads", "seed"},
+    "dpo": {"rubric", "model", "epochs", "max_steps", "max_length", "batch_size", "learning_rate", "threads", "seed"},
+}
+
+
+def _method_flags(method: str, overrides: dict) -> dict:
+    foreign = sorted(key for key, value in overrides.items() if value is not None and key not in METHOD_FLAGS[method])
+    if foreign:
+        raise typer.BadParameter(f"--{foreign[0].replace('_', '-')} does not apply to --method {method}")
+    return {key: value for key, value in overrides.items() if key in METHOD_FLAGS[method]}
 
 
 # method name -> trainer(data, dev, out, config_path, flag overrides)
 TRAINERS: dict[str, Callable[[Path, Path | None, Path, Path | None, dict], None]] = {
     "encoder": _train_encoder,
-    "dpo": _dpo_not_installed,
+    "dpo": _train_dpo,
 }
 
 
@@ -61,23 +95,26 @@ def train_command(
     head: Annotated[str | None, typer.Option(help="ordinal | regression")] = None,
     epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
     max_steps: Annotated[int | None, typer.Option(help="stop after this many optimiser steps")] = None,
-    max_length: Annotated[int | None, typer.Option(help="tokens per (context, response) pair")] = None,
+    max_length: Annotated[int | None, typer.Option(help="tokens per training example")] = None,
     batch_size: Annotated[int | None, typer.Option(help="training batch size")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="encoder learning rate")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="learning rate")] = None,
     backbone: Annotated[str | None, typer.Option(help="local encoder folder (default: bundled all-MiniLM-L6-v2)")] = None,
+    model: Annotated[str | None, typer.Option(help="--method dpo: local chat model folder or .gguf file "
+                                                   "(default: the embedded SmolLM2 GGUF)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     seed: SeedOption = None,
 ) -> None:
     """Train a judge on human scores; writes the judge folder, metrics.json and a manifest into --out.
 
-    A killed encoder run resumes from its last finished epoch when started again with the same --out.
+    A killed run resumes when started again with the same --out: the encoder from its last finished epoch,
+    dpo from its last checkpoint. A dpo run also writes judge.yaml, a config for `theraloop judge --config`.
     """
     if method not in TRAINERS:
         raise typer.BadParameter(f"unknown method '{method}': use {' or '.join(TRAINERS)}", param_hint="--method")
     out = out or Path("runs") / f"judge-train-{method}-{data.stem}"
     overrides = {"rubric": rubric, "head": head, "epochs": epochs, "max_steps": max_steps, "max_length": max_length,
-                 "batch_size": batch_size, "learning_rate": learning_rate, "backbone": backbone, "threads": threads,
-                 "seed": seed}
+                 "batch_size": batch_size, "learning_rate": learning_rate, "backbone": backbone, "model": model,
+                 "threads": threads, "seed": seed}
     TRAINERS[method](data, dev, out, config, overrides)
     typer.echo(f"wrote {out}")
 
