@@ -136,3 +136,16 @@ def test_environment_selects_the_http_backend(monkeypatch):
     model = build_llm(LLMConfig(cache=False))
     assert model.backend == "openai" and model.model_id == "served@http://localhost:9/v1"
     assert json.loads(json.dumps(LLMConfig().model_dump()))["backend"] == "auto"
+
+
+def test_adapter_fingerprint_keys_the_cache_by_content_not_folder_name(tmp_path):
+    from theraloop.llm._cache import adapter_fingerprint
+
+    first, second, copy = (tmp_path / name / "adapter" for name in ("a", "b", "c"))
+    for folder, weights in ((first, b"\x01\x02"), (second, b"\x01\x03"), (copy, b"\x01\x02")):
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(weights)
+        (folder / "adapter_config.json").write_text('{"r": 8}')
+    assert adapter_fingerprint(first) != adapter_fingerprint(second)
+    assert adapter_fingerprint(first) == adapter_fingerprint(copy)
+    assert adapter_fingerprint(first).startswith("adapter@")

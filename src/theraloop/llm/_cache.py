@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -83,3 +84,14 @@ class CachedChatModel:
         response = await self.inner.complete(request)
         self.cache.put(key, response)
         return response
+
+
+def adapter_fingerprint(adapter: str | Path) -> str:
+    """`name@sha256[:12]` over the adapter's files (a folder, or one file for llama.cpp LoRA)."""
+    path = Path(adapter)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+        digest.update(file.read_bytes())
+    return f"{path.name}@{digest.hexdigest()[:12]}"

