@@ -30,11 +30,23 @@ def _default_data_root() -> Path:
     return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
 
 
-def sample_items(data_root: Path, n: int, seed: int, split_seed: int = 0):
-    """n posts from the encoder judge's test split, one original human response each, seeded."""
+def judge_test_split(data_root: Path, split_seed: int = 0):
     from theraloop.data import epitome_split, load_epitome
 
-    test = epitome_split(load_epitome(data_root), seed=split_seed).test
+    return epitome_split(load_epitome(data_root), seed=split_seed).test
+
+
+def independent_judge_quality(judge, test) -> dict:
+    """How well the independent judge agrees with EPITOME's human levels on the whole test split."""
+    from theraloop.judge._encoder import evaluate_predictions
+
+    metrics = evaluate_predictions(judge.predict_detailed(test), test, judge.rubric)
+    return {key: {"accuracy": values["accuracy"], "macro_f1": values["macro_f1"]}
+            for key, values in metrics["dimensions"].items()}
+
+
+def sample_items(test, n: int, seed: int):
+    """n posts from the encoder judge's test split, one original human response each, seeded."""
     by_post: dict[str, list] = {}
     for item in test:
         by_post.setdefault(item.meta["sp_id"], []).append(item)
@@ -56,6 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rationale-max-chars", type=int, default=150,
                         help="shorter rationales keep the 135M model's judge calls quick")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="llama.cpp threads; one is fastest for this 135M model when the cores are shared")
     parser.add_argument("--encoder", type=Path, default=REPO_ROOT / "runs" / "refine-independent-encoder")
     parser.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "bench-refine")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "refine.json")
@@ -71,13 +85,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     from theraloop.io import write_json
     from theraloop.judge import JudgeConfig
-    from theraloop.llm import describe_default, run_sync
+    from theraloop.llm import LLMConfig, describe_default, run_sync
     from theraloop.manifest import package_versions
 
-    if not (args.encoder / "encoder_judge.json").exists() and not any(args.encoder.glob("*.json")):
+    if not (args.encoder / "encoder_judge.json").exists():
         raise SystemExit(f"no trained encoder judge at {args.encoder}: train it first (see this file's docstring)")
-    items = sample_items(args.data, args.n, args.seed)
-    config = RefineConfig(judge=JudgeConfig(rationale_max_chars=args.rationale_max_chars), max_rounds=args.rounds,
+    test = judge_test_split(args.data)
+    items = sample_items(test, args.n, args.seed)
+    judge_config = JudgeConfig(rationale_max_chars=args.rationale_max_chars, llm=LLMConfig(n_threads=args.threads))
+    config = RefineConfig(judge=judge_config, max_rounds=args.rounds,
                           seed=args.seed, independent=IndependentJudgeConfig(encoder_path=str(args.encoder)))
     refiner = build_refiner(config)
     independent = build_independent_judge(config.independent)
@@ -90,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": describe_default(),
         "driving_judge": "LLM judge (TheraJudge rubric, 7 dimensions, 1-5) on the embedded model",
         "independent_judge": f"encoder judge trained on EPITOME human empathy levels (0-2): {args.encoder}",
+        "independent_judge_test_agreement": independent_judge_quality(independent, test),
         "sample": {"n": len(items), "seed": args.seed, "source": "EPITOME judge split (seed 0), test part",
                    "ids": [item.id for item in items]},
         "config": config.model_dump(mode="json"),
