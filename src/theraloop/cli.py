@@ -46,11 +46,13 @@ def _register() -> None:
     from theraloop.prefs._cli import register as register_prefs
     from theraloop.report._cli import register as register_report
     from theraloop.review._cli import register as register_review
+    from theraloop.train._cli import register as register_train
 
     register_judge(app)
     register_validate(app)
     register_agent(app)
     register_prefs(app)
+    register_train(app)
     register_arena(app)
     register_report(app)
     register_review(app)

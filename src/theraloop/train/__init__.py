@@ -3,72 +3,66 @@ SFT/DPO/MODPO/joint trainers.
 
 The losses need only torch; the soup and the trainers also need transformers and peft
 (`pip install theraloop[train]`).
+
+Names load lazily: `theraloop.train` is imported by the CLI, which must start without torch.
 """
 
-from theraloop.train._losses import dpo_loss, dpo_margin, joint_dpo_loss, modpo_loss, sequence_logps
-from theraloop.train._policy import (
-    DPOTrainConfig,
-    JointPair,
-    JointTrainConfig,
-    MODPOPair,
-    MODPOTrainConfig,
-    PolicyTrainConfig,
-    PreferencePair,
-    SFTExample,
-    SFTTrainConfig,
-    TrainResult,
-    peak_rss_mb,
-    train_dpo,
-    train_joint,
-    train_modpo,
-    train_sft,
-)
-from theraloop.train._reward import (
-    PairMargins,
-    RewardConfig,
-    RewardModel,
-    RewardTrainingResult,
-    bradley_terry_loss,
-    compute_margins,
-    pair_key,
-    pairwise_accuracy,
-    read_pairs,
-    reward_input,
-    train_reward_model,
-)
-from theraloop.train._soup import lora_soup
+from __future__ import annotations
 
-__all__ = [
-    "PairMargins",
-    "RewardConfig",
-    "RewardModel",
-    "RewardTrainingResult",
-    "bradley_terry_loss",
-    "compute_margins",
-    "pair_key",
-    "pairwise_accuracy",
-    "read_pairs",
-    "reward_input",
-    "train_reward_model",
-    "DPOTrainConfig",
-    "JointPair",
-    "JointTrainConfig",
-    "MODPOPair",
-    "MODPOTrainConfig",
-    "PolicyTrainConfig",
-    "PreferencePair",
-    "SFTExample",
-    "SFTTrainConfig",
-    "TrainResult",
-    "dpo_loss",
-    "dpo_margin",
-    "joint_dpo_loss",
-    "lora_soup",
-    "modpo_loss",
-    "peak_rss_mb",
-    "sequence_logps",
-    "train_dpo",
-    "train_joint",
-    "train_modpo",
-    "train_sft",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AlignConfig": "theraloop.train._pipeline",
+    "AlignSummary": "theraloop.train._pipeline",
+    "bradley_terry_loss": "theraloop.train._reward",
+    "compute_margins": "theraloop.train._reward",
+    "dpo_loss": "theraloop.train._losses",
+    "dpo_margin": "theraloop.train._losses",
+    "DPOTrainConfig": "theraloop.train._policy",
+    "joint_dpo_loss": "theraloop.train._losses",
+    "JointPair": "theraloop.train._policy",
+    "JointTrainConfig": "theraloop.train._policy",
+    "lora_soup": "theraloop.train._soup",
+    "make_soup": "theraloop.train._pipeline",
+    "modpo_loss": "theraloop.train._losses",
+    "MODPOPair": "theraloop.train._policy",
+    "MODPOTrainConfig": "theraloop.train._policy",
+    "pair_key": "theraloop.train._reward",
+    "PairMargins": "theraloop.train._reward",
+    "pairwise_accuracy": "theraloop.train._reward",
+    "peak_rss_mb": "theraloop.train._policy",
+    "PolicySettings": "theraloop.train._pipeline",
+    "PolicyTrainConfig": "theraloop.train._policy",
+    "PreferencePair": "theraloop.train._policy",
+    "read_pairs": "theraloop.train._reward",
+    "reward_input": "theraloop.train._reward",
+    "RewardConfig": "theraloop.train._reward",
+    "RewardModel": "theraloop.train._reward",
+    "RewardTrainingResult": "theraloop.train._reward",
+    "run_alignment_pipeline": "theraloop.train._pipeline",
+    "sequence_logps": "theraloop.train._losses",
+    "SFTExample": "theraloop.train._policy",
+    "SFTTrainConfig": "theraloop.train._policy",
+    "SoupConfig": "theraloop.train._pipeline",
+    "train_dpo": "theraloop.train._policy",
+    "train_joint": "theraloop.train._policy",
+    "train_modpo": "theraloop.train._policy",
+    "train_reward_model": "theraloop.train._reward",
+    "train_sft": "theraloop.train._policy",
+    "TrainResult": "theraloop.train._policy",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
