@@ -67,6 +67,8 @@ class PolicyTrainConfig(StrictModel):
     max_length: int = Field(512, ge=2)
     max_prompt_length: int = Field(256, ge=1)
     chat_template: bool = False
+    device: str = Field("auto", description="torch device; auto: cuda when available, else cpu")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="bfloat16 halves memory on GPU")
 
     @model_validator(mode="after")
     def _prompt_leaves_room(self):
@@ -166,6 +168,12 @@ def _load_records(data, record_type: type[BaseModel]) -> tuple[list, Path | None
 # --- model, tokenizer, encoding -------------------------------------------------------------------
 
 
+def _device(config: PolicyTrainConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
 def _load_policy(config: PolicyTrainConfig):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -175,7 +183,8 @@ def _load_policy(config: PolicyTrainConfig):
         raise InputError(f"{config.model}: the tokenizer has no EOS token to end completions with")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # safe: padded positions are masked out of every loss
-    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=getattr(torch, config.dtype))
+    model.to(_device(config))
     if config.sft_adapter:
         model = PeftModel.from_pretrained(model, config.sft_adapter).merge_and_unload()
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -203,7 +212,7 @@ def _encoder(tokenizer, config: PolicyTrainConfig) -> Callable[[str, str], _Enco
     return encode
 
 
-def _collate(encoded: Sequence[_Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+def _collate(encoded: Sequence[_Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
     width = max(len(item.input_ids) for item in encoded)
     input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
     labels = torch.full((len(encoded), width), -100, dtype=torch.long)
@@ -213,11 +222,11 @@ def _collate(encoded: Sequence[_Encoded], pad_id: int) -> dict[str, torch.Tensor
         input_ids[row, :length] = torch.tensor(item.input_ids)
         labels[row, :length] = torch.tensor(item.labels)
         attention_mask[row, :length] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    return {"input_ids": input_ids.to(device), "labels": labels.to(device), "attention_mask": attention_mask.to(device)}
 
 
 def _sequence_logps(model, encoded: Sequence[_Encoded], pad_id: int) -> torch.Tensor:
-    batch = _collate(encoded, pad_id)
+    batch = _collate(encoded, pad_id, model.device)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return sequence_logps(logits, batch["labels"])
 
@@ -316,7 +325,7 @@ def train_sft(config: SFTTrainConfig, data) -> TrainResult:
     encoded = [encode(record.prompt, record.completion) for record in records]
 
     def step(indices: list[int]):
-        batch = _collate([encoded[i] for i in indices], tokenizer.pad_token_id)
+        batch = _collate([encoded[i] for i in indices], tokenizer.pad_token_id, model.device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         tokens = (batch["labels"][:, 1:] != -100).sum()
         return -sequence_logps(logits, batch["labels"]).sum() / tokens, {"tokens": int(tokens)}
@@ -354,8 +363,9 @@ def train_modpo(config: MODPOTrainConfig, data) -> TrainResult:
     _seed_everything(config.seed)
     model, tokenizer = _load_policy(config)
     pairs = _encode_pairs(tokenizer, config, records)
-    margins = torch.tensor([record.margins for record in records], dtype=torch.float32).reshape(len(records), -1)
-    weights = torch.tensor(config.weights, dtype=torch.float32)
+    margins = torch.tensor([record.margins for record in records], dtype=torch.float32,
+                           device=model.device).reshape(len(records), -1)
+    weights = torch.tensor(config.weights, dtype=torch.float32, device=model.device)
     ref_chosen, ref_rejected = _reference_logps(model, pairs, tokenizer.pad_token_id, config.batch_size)
 
     def step(indices: list[int]):
@@ -392,17 +402,18 @@ def train_joint(config: JointTrainConfig, data) -> TrainResult:
     model, tokenizer = _load_policy(config)
     pairs = _encode_pairs(tokenizer, config, records)
     objective_of = [config.objectives.index(record.objective) for record in records]
-    weights = torch.tensor(config.weights, dtype=torch.float32)
+    weights = torch.tensor(config.weights, dtype=torch.float32, device=model.device)
     ref_chosen, ref_rejected = _reference_logps(model, pairs, tokenizer.pad_token_id, config.batch_size)
 
     def step(group_indices: list[int]):
         pair_indices = [i for g in group_indices for i in groups[g]]
         chosen, rejected = _pair_logps(model, [pairs[i] for i in pair_indices], tokenizer.pad_token_id)
         h = dpo_margin(chosen, rejected, ref_chosen[pair_indices], ref_rejected[pair_indices])
-        rows = torch.tensor([row for row, g in enumerate(group_indices) for _ in groups[g]])
-        columns = torch.tensor([objective_of[i] for i in pair_indices])
-        h_matrix = torch.zeros(len(group_indices), len(config.objectives)).index_put((rows, columns), h)
-        mask = torch.zeros_like(h_matrix, dtype=torch.bool).index_put((rows, columns), torch.tensor(True))
+        rows = torch.tensor([row for row, g in enumerate(group_indices) for _ in groups[g]], device=h.device)
+        columns = torch.tensor([objective_of[i] for i in pair_indices], device=h.device)
+        h_matrix = torch.zeros(len(group_indices), len(config.objectives), device=h.device).index_put((rows, columns), h)
+        mask = torch.zeros_like(h_matrix, dtype=torch.bool).index_put((rows, columns),
+                                                                       torch.tensor(True, device=h.device))
         loss = joint_dpo_loss(h_matrix, weights, config.beta, mask).mean()
         return loss, _preference_metrics(h.detach(), config.beta)
 
