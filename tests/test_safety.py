@@ -70,6 +70,22 @@ def test_past_cues_lower_the_tier_by_one():
     assert assess_risk("I used to cut myself when I was a teenager.").tier == RiskTier.MODERATE
 
 
+@pytest.mark.parametrize("text, tier", [
+    # "no longer" and "since I stopped" say nothing about the risk being past.
+    ("I no longer want to live.", RiskTier.MODERATE),
+    ("I no longer want to be here.", RiskTier.MODERATE),
+    ("I have been a mess since I stopped school and I want to die.", RiskTier.MODERATE),
+    # A present marker keeps the risk current whatever else in the sentence is past.
+    ("I used to be happy but now I want to kill myself.", RiskTier.HIGH),
+    ("Years ago I was fine, now I am suicidal.", RiskTier.HIGH),
+    # A past cue across a contrast qualifies the other clause, not the match.
+    ("I used to be happy but I want to kill myself.", RiskTier.HIGH),
+])
+def test_past_cues_apply_only_to_the_risk_they_qualify(text, tier):
+    assessment = assess_risk(text)
+    assert assessment.tier == tier, [(signal.evidence, signal.downgraded) for signal in assessment.signals]
+
+
 def test_denials_cancel_only_what_they_deny():
     assert assess_risk("I'm not suicidal, just tired.").tier == RiskTier.NONE
     assert assess_risk("I don't want to kill myself.").tier == RiskTier.NONE
@@ -116,6 +132,29 @@ def test_a_high_risk_response_without_crisis_resources_fails_and_with_them_passe
     fixed, appended = enforce_escalation(warm_but_unsafe, tier)
     assert appended and fixed.endswith(DEFAULT_CRISIS_MESSAGE) and check_escalation(fixed, tier).satisfied
     assert enforce_escalation(escalated, tier) == (escalated, False)
+
+
+def test_numbers_and_mentions_of_therapy_are_not_an_escalation():
+    dismissive = "I have told you 1,000 times, go to therapy."
+    assert not check_escalation(dismissive, RiskTier.HIGH).has_crisis_resource
+    assert not check_escalation(dismissive, RiskTier.HIGH).satisfied
+    assert not check_escalation("I have 99 problems and it cost $999.", RiskTier.HIGH).has_crisis_resource
+    assert not check_escalation("Retail therapy helps, and so did the Monaco GP.", RiskTier.MODERATE).satisfied
+
+
+@pytest.mark.parametrize("response", [
+    DEFAULT_CRISIS_MESSAGE,
+    "Please call 988 or your local emergency number.",
+    "You can text HOME to 741741.",
+    "Call 999 or go to A&E.",
+    "In Australia, call 000.",
+])
+def test_real_crisis_resources_are_recognised(response):
+    assert check_escalation(response, RiskTier.HIGH).has_crisis_resource
+
+
+def test_the_default_crisis_message_satisfies_the_high_tier():
+    assert check_escalation(DEFAULT_CRISIS_MESSAGE, RiskTier.HIGH).satisfied
 
 
 def test_moderate_risk_needs_a_professional_and_none_needs_nothing():
@@ -182,7 +221,7 @@ def test_the_labelled_set_is_well_formed():
 # Measured on the held-out test part (bench/results/crisis_detection.json) after the patterns were
 # tuned on dev only; a change to the patterns that loses recall or adds false positives fails here.
 TEST_RECALL_HIGH = 0.6839
-TEST_RECALL_ANY_RISK = 0.7848
+TEST_RECALL_ANY_RISK = 0.7879
 TEST_FALSE_POSITIVE_RATE = 0.0
 TOLERANCE = 0.01
 

@@ -2,9 +2,10 @@
 
 Detection is lexical and runs anywhere (no model, no network): phrase patterns per category and
 tier, after the C-SSRS distinction between a wish to be dead (passive) and thoughts of killing
-oneself, plans, intent and preparatory acts (active). Cues of the past ("years ago", "used to")
-lower a match by one tier; explicit denials ("not suicidal") cancel it. Its recall and
-false-positive rate are measured in bench/crisis_detection.py on labelled EPITOME posts.
+oneself, plans, intent and preparatory acts (active). A cue of the past ("years ago", "used to")
+within a few words of a match lowers it by one tier, unless the sentence also marks the present
+("now", "still"); explicit denials ("not suicidal") cancel it. Its recall and false-positive rate
+are measured in bench/crisis_detection.py on labelled EPITOME posts.
 """
 
 from __future__ import annotations
@@ -107,7 +108,15 @@ _PATTERNS: list[tuple[Category, RiskTier, str]] = [
 ]
 
 _COMPILED = [(category, tier, re.compile(pattern)) for category, tier, pattern in _PATTERNS]
-_PAST = re.compile(r"\b(?:years? ago|months ago|used to|in the past|when i was (?:younger|a kid|a child|a teen\w*|in high school|\d+)|back then|no longer|anymore i don'?t|recovered|clean for|since i stopped)\b")
+# Cues that the risk itself lies in the past. Not "no longer" ("I no longer want to live" is current) nor
+# "since i stopped" (stopping something else says nothing about the risk).
+_PAST = re.compile(r"\b(?:years? ago|months ago|used to|in the past|when i was (?:younger|a kid|a child|a teen\w*|in high school|\d+)|back then|recovered from|clean for)\b")
+# A past cue this many words or fewer from a match, in the same clause, is about that match; farther away
+# or across a contrast it is about something else ("I used to be happy but I want to die").
+_PAST_WINDOW_WORDS = 6
+_CONTRAST = re.compile(r"\b(?:but|though|although|however|whereas)\b|;")
+# A present marker anywhere in the sentence means the risk is current whatever else is past.
+_PRESENT = re.compile(r"\b(?:now|today|tonight|still|again|these days|lately|anymore)\b")
 # A denial cancels only the signal it overlaps ("not going to kill myself, but I want to die" keeps the wish).
 _DENIAL = re.compile(r"(?:^|\b(?:i'?m|i am|im|i|i'?d|i would|i will) )(?:not|never|don'?t|do not|dont|won'?t|no longer|wasn'?t) (?:\w+ ){0,2}?(?:suicidal|(?:going to|gonna|willing to) (?:kill|hurt) myself|want(?:ing)? to (?:die|kill myself)|(?:kill|hurt) myself|thought (?:about|of) suicide|in a suicidal way)\b")
 _SENTENCE = re.compile(r"(?<=[.!?\n])\s+")
@@ -134,13 +143,19 @@ def _normalise(text: str) -> str:
     return re.sub(r"[ \t]+", " ", text.lower().replace("\u2019", "'").replace("\u2018", "'"))
 
 
+def _refers_to(sentence: str, cue: tuple[int, int], match: tuple[int, int]) -> bool:
+    """Whether the past cue at `cue` qualifies the match at `match`: close, with no contrast between."""
+    gap = sentence[min(cue[1], match[1]):max(cue[0], match[0])]
+    return len(gap.split()) <= _PAST_WINDOW_WORDS and not _CONTRAST.search(gap)
+
+
 def assess_risk(text: str) -> RiskAssessment:
     """The highest risk tier signalled anywhere in `text`, with every matching signal."""
     signals: list[RiskSignal] = []
     for sentence in _SENTENCE.split(_normalise(text)):
         if not sentence.strip():
             continue
-        past = bool(_PAST.search(sentence))
+        past = [] if _PRESENT.search(sentence) else [cue.span() for cue in _PAST.finditer(sentence)]
         denials = [denial.span() for denial in _DENIAL.finditer(sentence)]
         for category, tier, pattern in _COMPILED:
             match = pattern.search(sentence)
@@ -149,7 +164,8 @@ def assess_risk(text: str) -> RiskAssessment:
             if category in ("suicidal_ideation", "self_harm") and any(start < match.end() and match.start() < end
                                                                       for start, end in denials):
                 continue
-            effective = RiskTier(max(tier - 1, RiskTier.LOW)) if past and tier > RiskTier.LOW else tier
+            near_past = any(_refers_to(sentence, span, match.span()) for span in past)
+            effective = RiskTier(max(tier - 1, RiskTier.LOW)) if near_past and tier > RiskTier.LOW else tier
             signals.append(RiskSignal(category=category, tier=effective, evidence=match.group(0),
                                       downgraded=effective != tier))
     tier = max((signal.tier for signal in signals), default=RiskTier.NONE)
@@ -157,16 +173,26 @@ def assess_risk(text: str) -> RiskAssessment:
     return RiskAssessment(tier=RiskTier(tier), categories=categories, signals=signals)
 
 
-# What a response must contain, by risk tier.
+# What a response must contain, by risk tier. A number alone is not a resource ("told you 1,000 times",
+# "999 problems"): an emergency number counts only after a verb that uses it ("call 999", "text HOME to
+# 741741"); only the dedicated crisis lines 988 and 116 123 count on their own.
+_NUMBER = r"(?<![\d,.$£€])(?:911|999|112|000|988|116 ?123|741 ?741)(?![,.]?\d)"
 _CRISIS_RESOURCE = re.compile(
-    r"\b(?:988|911|999|112|000|116 ?123|crisis (?:line|text line|hotline|service|team|centre|center)|"
-    r"suicide (?:hotline|helpline|prevention|lifeline)|samaritans|lifeline|hotline|helpline|"
+    rf"\b(?:call|calling|text|texting|dial|dialling|dialing|phone|ring|contact)\b(?: \S+){{0,3}}? (?:on |to )?{_NUMBER}|"
+    r"(?<![\d,.$£€])(?:988|116 ?123)(?![,.]?\d)|"
+    r"\b(?:crisis (?:line|text line|hotline|service|team|centre|center)|"
+    r"suicide (?:hotline|helpline|prevention (?:line|lifeline|hotline|helpline)|lifeline)|samaritans|lifeline|hotline|helpline|"
     r"emergency (?:services|room|department|number)|a&e|(?:call|text) (?:a|your local) (?:crisis|emergency))\b",
     re.IGNORECASE,
 )
+# Therapy and counselling count only as something to seek ("go to therapy", not "retail therapy"); a GP
+# only with a determiner, since bare "gp" is also an abbreviation of other things.
 _PROFESSIONAL = re.compile(
-    r"\b(?:therapist|counsell?or|psychologist|psychiatrist|doctor|gp|physician|mental[- ]health (?:professional|service|provider)|"
-    r"professional (?:help|support)|a professional|counsell?ing|therapy)\b",
+    r"\b(?:therapist|counsell?or|psychologist|psychiatrist|doctor|physician|(?:your|a|the|my|local) gp|"
+    r"mental[- ]health (?:professional|service|provider)|professional (?:help|support)|a professional|"
+    r"(?:go(?:ing)? (?:to|into)|start(?:ing)?|try(?:ing)?|get(?:ting)?|seek(?:ing)?|look(?:ing)? into|"
+    r"consider(?:ing)?|book(?:ing)?|find(?:ing)?|access(?:ing)?) (?:some |a |an )?"
+    r"(?:(?:talk(?:ing)?|cbt|grief|trauma|couples|family) )?(?:therapy|counsell?ing))\b",
     re.IGNORECASE,
 )
 
