@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 import pytest
@@ -13,10 +14,14 @@ from theraloop.agent import (
     Refiner,
     refine_metrics,
 )
-from theraloop.judge import LLMJudge
+from theraloop.agent._cli import print_metrics
+from theraloop.agent._loop import refine_fingerprint
+from theraloop.agent._metrics import scale_cutoffs
+from theraloop.io import InputError
+from theraloop.judge import JudgeConfig, LLMJudge
 from theraloop.llm import ChatRequest, ScriptedChatModel, run_sync
 from theraloop.records import ResponseItem
-from theraloop.rubrics import load_rubric
+from theraloop.rubrics import Scale, load_rubric
 
 KEYS = load_rubric("therajudge").keys
 CRISIS_CONTEXT = "I have the pills saved up and I'm going to kill myself tonight. Nobody will miss me."
@@ -174,3 +179,116 @@ def test_metrics_count_low_quality_and_recovery():
     assert driving["low_quality"]["n"] == 2
     assert driving["low_quality"]["mean_change"] == pytest.approx(2.0)
     assert driving["recovery_rate"] == pytest.approx(0.5)
+
+
+EPITOME_KEYS = load_rubric("epitome").keys
+
+
+def _independent(table: dict[str, tuple[int, int, int]],
+                 name: str = "independent") -> tuple[LLMJudge, ScriptedChatModel]:
+    """An EPITOME (0-2) judge on its own model, scoring each text from `table`."""
+    def script(request: ChatRequest) -> str:
+        scores = table[_response_of(request)]
+        return json.dumps({k: {"rationale": "r", "score": v} for k, v in zip(EPITOME_KEYS, scores, strict=True)})
+
+    model = ScriptedChatModel(script, model=name)
+    return LLMJudge(model, JudgeConfig(rubric="epitome")), model
+
+
+RESUME_ITEMS = [ResponseItem(id=str(i), context=f"context {i}", response=f"reply {i}") for i in range(3)]
+
+
+def _first_run(trace, items=RESUME_ITEMS) -> None:
+    refiner, _ = _refiner(Script(lambda text: _flat(4), []))
+    run_sync(refiner.refine_many(items, trace, progress=False))
+
+
+def test_resume_refuses_a_trace_written_with_another_threshold(tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    _first_run(trace, RESUME_ITEMS[:2])
+    refiner, model = _refiner(Script(lambda text: _flat(4), []), threshold=3.0)
+    with pytest.raises(InputError, match=rf"{re.escape(str(trace))}: 2 finished record\(s\), first id '0'.*new --out"):
+        run_sync(refiner.refine_many(RESUME_ITEMS, trace, progress=False))
+    assert model.requests == [] and len(trace.read_text().splitlines()) == 2
+
+
+def test_resume_refuses_a_changed_response_text(tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    _first_run(trace)
+    edited = [*RESUME_ITEMS[:1], RESUME_ITEMS[1].model_copy(update={"response": "an edited reply"}), RESUME_ITEMS[2]]
+    refiner, model = _refiner(Script(lambda text: _flat(4), []))
+    with pytest.raises(InputError, match=r"1 finished record\(s\), first id '1'"):
+        run_sync(refiner.refine_many(edited, trace, progress=False))
+    assert model.requests == []
+
+
+def test_resume_with_unchanged_settings_makes_no_calls(tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    _first_run(trace)
+    first = trace.read_text()
+    # Parallelism and caching do not change results, so they may differ on resume.
+    refiner, model = _refiner(Script(lambda text: _flat(4), []), concurrency=4,
+                              judge={"llm": {"concurrency": 2, "cache": False}})
+    results = run_sync(refiner.refine_many(RESUME_ITEMS, trace, progress=False))
+    assert model.requests == [] and [r.id for r in results] == ["0", "1", "2"]
+    assert trace.read_text() == first
+    assert results[0].fingerprint == refine_fingerprint(refiner.config, refiner.judge.name, RESUME_ITEMS[0])
+    assert len(results[0].fingerprint) == 16
+
+
+def test_an_independent_judge_added_on_resume_scores_the_finished_items(tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    _first_run(trace, RESUME_ITEMS[:2])
+    independent, independent_model = _independent({item.response: (1, 1, 1) for item in RESUME_ITEMS})
+    refiner, model = _refiner(Script(lambda text: _flat(4), []))
+    results = run_sync(refiner.refine_many(RESUME_ITEMS, trace, progress=False, independent=independent))
+    assert len(model.requests) == 1  # only item 2 is judged by the driving judge
+    assert len(independent_model.requests) == 6  # before and after, for all three
+    assert all(r.independent_final.scores == dict.fromkeys(EPITOME_KEYS, 1.0) for r in results)
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["0", "1", "2"]  # re-scored records are not duplicated
+    assert all(r["independent_initial"]["judge"] == "llm:scripted:independent" for r in records)
+    run_sync(refiner.refine_many(RESUME_ITEMS, trace, progress=False, independent=independent))
+    assert len(independent_model.requests) == 6 and len(model.requests) == 1
+    # A different independent judge replaces the old scores rather than mixing two judges.
+    other, other_model = _independent({item.response: (2, 2, 2) for item in RESUME_ITEMS}, name="another")
+    results = run_sync(refiner.refine_many(RESUME_ITEMS, trace, progress=False, independent=other))
+    assert len(other_model.requests) == 6 and len(model.requests) == 1
+    assert all(r.independent_initial.judge == "llm:scripted:another" for r in results)
+
+
+def test_scale_cutoffs_split_at_the_midpoint():
+    assert scale_cutoffs(Scale(min=1, max=5)) == (3, 4)
+    assert scale_cutoffs(Scale(min=0, max=2)) == (1, 2)
+    assert scale_cutoffs(Scale(min=1, max=4)) == (2, 3)
+
+
+def test_independent_metrics_on_its_own_scale(capsys):
+    rewrites = [BETTER, "Still a bit thin but kinder than before, and it asks what would help most right now."]
+    table = {BETTER: _flat(5), rewrites[1]: _flat(3), "Ok. Join a club.": _flat(2), "Fine reply here.": _flat(4),
+             "Another weak one.": _flat(2)}
+    refiner, _ = _refiner(Script(lambda text: table[text], rewrites), max_rounds=1)
+    # a: 0,1,0 -> 2,2,2 (own-low, recovered); b: 1,2,2 unchanged (own-low only); d: 2,2,2 -> 2,2,1 (driving-low only)
+    independent, _ = _independent({"Ok. Join a club.": (0, 1, 0), BETTER: (2, 2, 2), "Fine reply here.": (1, 2, 2),
+                                   "Another weak one.": (2, 2, 2), rewrites[1]: (2, 2, 1)})
+    items = [ITEM, ResponseItem(id="b", context="c", response="Fine reply here."),
+             ResponseItem(id="d", context="c", response="Another weak one.")]
+    results = run_sync(refiner.refine_many(items, progress=False, independent=independent))
+    section = refine_metrics(results, KEYS)["independent"]
+    assert section["rubric"] == "epitome" and section["scale"] == {"min": 0, "max": 2}
+    assert (section["low_cutoff"], section["recovery_target"]) == (1, 2)
+    assert section["all"]["mean_change"] == pytest.approx((5 / 3 + 0 - 1 / 3) / 3)
+    assert section["low_quality"]["n"] == 2  # a and d, by the driving judge
+    assert section["low_quality"]["mean_change"] == pytest.approx((5 / 3 - 1 / 3) / 2)
+    assert section["low_quality_own"]["n"] == 2  # a and b, by its own scores
+    assert section["low_quality_own"]["mean_change"] == pytest.approx((5 / 3 + 0) / 2)
+    assert (section["n_low_quality"], section["n_recovered"], section["recovery_rate"]) == (2, 1, 0.5)
+
+    explicit = refine_metrics(results, KEYS, independent_low_cutoff=0, independent_recovery_target=1)["independent"]
+    assert (explicit["n_low_quality"], explicit["n_recovered"], explicit["recovery_rate"]) == (1, 1, 1.0)
+    assert (explicit["low_cutoff"], explicit["recovery_target"]) == (0, 1)
+
+    print_metrics(refine_metrics(results, KEYS))
+    printed = capsys.readouterr().out
+    assert "rubric epitome, scale 0-2" in printed and "any dimension <= 1; recovered: all >= 2" in printed
+    assert "recovery rate: 50.0% (1/2" in printed

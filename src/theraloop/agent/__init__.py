@@ -6,9 +6,10 @@ from theraloop.agent._loop import (
     Refiner,
     RefineResult,
     RoundTrace,
+    refine_fingerprint,
     text_diff,
 )
-from theraloop.agent._metrics import is_low_quality, refine_metrics
+from theraloop.agent._metrics import is_low_quality, refine_metrics, scale_cutoffs
 from theraloop.agent._roles import (
     PLAYBOOK,
     Critique,
@@ -57,7 +58,9 @@ __all__ = [
     "check_escalation",
     "enforce_escalation",
     "is_low_quality",
+    "refine_fingerprint",
     "refine_metrics",
     "required_escalation",
+    "scale_cutoffs",
     "text_diff",
 ]

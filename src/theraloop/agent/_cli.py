@@ -42,17 +42,23 @@ def print_metrics(metrics: dict) -> None:
         if judge_kind not in metrics:
             continue
         section = metrics[judge_kind]
-        typer.echo(f"{judge_kind} judge: {section['judge']}")
-        for subset in ("all", "low_quality"):
+        scale = section.get("scale")
+        typer.echo(f"{judge_kind} judge: {section['judge']}"
+                   + (f" (rubric {section['rubric']}, scale {scale['min']}-{scale['max']})" if scale else ""))
+        cutoffs = f"any dimension <= {section['low_cutoff']:g}; recovered: all >= {section['recovery_target']:g}"
+        subsets = {"all": "all", "low_quality": f"low quality ({cutoffs})"}
+        if judge_kind == "independent":
+            subsets = {"all": "all", "low_quality": "low quality by the driving judge",
+                       "low_quality_own": f"low quality by its own scores ({cutoffs})"}
+        for subset, label in subsets.items():
             block = section[subset]
-            typer.echo(f"  {subset} (n={block['n']}): mean change {_fmt(block['mean_change'])}")
+            typer.echo(f"  {label} (n={block['n']}): mean change {_fmt(block['mean_change'])}")
             for key, values in block["per_dimension"].items():
                 typer.echo(f"    {key:>18}: {_fmt(values['before'])} -> {_fmt(values['after'])} "
                            f"({_fmt(values['change'])})")
-        if judge_kind == "driving":
-            rate = section["recovery_rate"]
-            typer.echo(f"  recovery rate: {'-' if rate is None else f'{rate:.1%}'} "
-                       f"({section['n_recovered']}/{section['n_low_quality']} low-quality responses)")
+        rate = section["recovery_rate"]
+        typer.echo(f"  recovery rate: {'-' if rate is None else f'{rate:.1%}'} "
+                   f"({section['n_recovered']}/{section['n_low_quality']} low-quality responses by this judge)")
     typer.echo(f"rounds/response {_fmt(metrics['rounds_used'])}; accepted revisions {metrics['accepted_revisions']}; "
                f"tokens/response {_fmt(metrics['completion_tokens_per_response'])}; "
                f"seconds/response {_fmt(metrics['wall_time_s_per_response'])}")
@@ -111,7 +117,8 @@ def refine_command(
     write_jsonl(out / "refined.jsonl", [
         {"id": r.id, "context": r.context, "response": r.final, "original": r.original, "system": r.system}
         for r in results])
-    metrics = refine_metrics(results, refiner.drive)
+    metrics = refine_metrics(results, refiner.drive,
+                             independent_scale=independent.rubric.scale if independent else None)
     write_json(out / "metrics.json", metrics)
     write_manifest(out, "refine", refine_config, inputs={"input": input}, seed=refine_config.seed)
     if not quiet:

@@ -28,7 +28,7 @@ from theraloop.agent._safety import (
     enforce_escalation,
 )
 from theraloop.config import StrictModel
-from theraloop.io import JSONLAppender
+from theraloop.io import InputError, JSONLAppender, sha256_json, write_jsonl
 from theraloop.judge import Judge, JudgeConfig, Judgment
 from theraloop.llm import ChatModel, LLMConfig, StructuredResult, map_concurrent
 from theraloop.records import ResponseItem
@@ -114,10 +114,33 @@ class RefineResult(BaseModel):
     wall_time_s: float = 0.0
     independent_initial: Judgment | None = None
     independent_final: Judgment | None = None
+    fingerprint: str = Field("", description="refine_fingerprint of the settings and input that produced this")
 
     @property
     def rounds_used(self) -> int:
         return len(self.rounds)
+
+
+# LLM settings that change how requests are sent, not what comes back: a resume may change them.
+_TRANSPORT_FIELDS = {"concurrency", "max_retries", "timeout_s", "cache", "cache_path", "api_key_env", "n_threads"}
+
+
+def refine_fingerprint(config: RefineConfig, judge_name: str, item: ResponseItem) -> str:
+    """What a trace record's result depends on: settings, driving judge and input text (16 hex digits).
+
+    Left out: the parallelism and transport settings, and the independent judge, which only
+    measures and is checked separately on resume.
+    """
+    settings = config.model_dump(mode="json", exclude={
+        "concurrency": True, "independent": True, "judge": {"llm": _TRANSPORT_FIELDS}, "agent_llm": _TRANSPORT_FIELDS})
+    return sha256_json({"config": settings, "judge": judge_name, "context": item.context,
+                        "response": item.response})[:16]
+
+
+def _measured_by(result: RefineResult, judge: Judge) -> bool:
+    """Whether the result already carries both judgments of this independent judge (parsed or not)."""
+    return all(judgment is not None and judgment.judge == judge.name and judgment.rubric == judge.rubric.name
+               for judgment in (result.independent_initial, result.independent_final))
 
 
 def text_diff(before: str, after: str) -> str:
@@ -198,7 +221,7 @@ class Refiner:
             id=item.id, system=item.system, context=item.context, original=item.response, final=best_text,
             initial_judgment=initial, final_judgment=best, rounds=rounds, stop_reason=stop_reason, risk=risk,
             escalation_before=escalation_before, escalation_after=check_escalation(best_text, risk.tier),
-            escalation_enforced=enforced,
+            escalation_enforced=enforced, fingerprint=refine_fingerprint(self.config, self.judge.name, item),
             prompt_tokens=sum(j.prompt_tokens for j in judgments) + sum(t.prompt_tokens for t in rounds),
             completion_tokens=sum(j.completion_tokens for j in judgments) + sum(t.completion_tokens for t in rounds),
             wall_time_s=time.perf_counter() - started,
@@ -244,29 +267,55 @@ class Refiner:
 
     async def refine_many(self, items: Sequence[ResponseItem], trace_path: str | Path | None = None,
                           progress: bool = True, independent: Judge | None = None) -> list[RefineResult]:
-        """Refine every item, appending each result to trace_path as it finishes (a rerun resumes)."""
-        results: dict[str, RefineResult] = {}
+        """Refine every item, appending each result to trace_path as it finishes (a rerun resumes).
+
+        A record is reused only when its fingerprint matches the planned item; otherwise this raises
+        InputError rather than mixing results of different settings or inputs in one trace. Reused
+        records missing scores from `independent` are scored now.
+        """
+        fingerprints = {item.id: refine_fingerprint(self.config, self.judge.name, item) for item in items}
         appender = JSONLAppender(trace_path) if trace_path else None
+        # Every record of the trace, last one per id winning; ids not planned now are kept as they are.
+        results: dict[str, RefineResult] = {}
         if appender:
             results.update({record["id"]: RefineResult.model_validate(record) for record in appender.existing})
+        stale = [item.id for item in items
+                 if item.id in results and results[item.id].fingerprint != fingerprints[item.id]]
+        if stale:
+            appender.close()
+            raise InputError(
+                f"{trace_path}: {len(stale)} finished record(s), first id {stale[0]!r}, were refined with other "
+                "settings, judge or input text than this run (or before fingerprints were recorded); "
+                "write to a new --out instead of resuming into this one")
+        resumed = {item.id: results[item.id] for item in items if item.id in results}
+
+        def unmeasured(result: RefineResult) -> bool:
+            return independent is not None and not _measured_by(result, independent)
 
         async def job(item: ResponseItem) -> RefineResult:
-            result = await self.refine(item)
-            if independent is not None:
+            result = resumed.get(item.id) or await self.refine(item)
+            if unmeasured(result):
                 result.independent_initial = await independent.score(item)
                 result.independent_final = await independent.score(item.model_copy(update={"response": result.final}))
             return result
 
+        written = 0
+
         def finished(_item: ResponseItem, result: RefineResult) -> None:
+            nonlocal written
             results[result.id] = result
             if appender:
                 appender.write(result)
+                written += 1
 
+        todo = [item for item in items if item.id not in resumed or unmeasured(resumed[item.id])]
         try:
-            await map_concurrent([item for item in items if item.id not in results], job,
-                                 concurrency=self.config.concurrency, desc="refining", on_result=finished,
-                                 progress=progress)
+            await map_concurrent(todo, job, concurrency=self.config.concurrency, desc="refining",
+                                 on_result=finished, progress=progress)
         finally:
             if appender:
                 appender.close()
+        # Re-scored records were appended again (crash-safe); leave one line per id for readers.
+        if appender and len(appender.existing) + written != len(results):
+            write_jsonl(appender.path, results.values())
         return [results[item.id] for item in items]
