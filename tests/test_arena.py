@@ -78,9 +78,10 @@ def config(**overrides) -> ArenaConfig:
     return ArenaConfig(n_boot=200, **{"llm": {"concurrency": 1}, **overrides})
 
 
-def run(script, tmp_path: Path, persona_list: list[ArenaPersona], verdicts: Path | None = None, **overrides):
+def run(script, tmp_path: Path, persona_list: list[ArenaPersona], verdicts: Path | None = None,
+        system_paths: list[Path] | None = None, **overrides):
     model = ScriptedChatModel(script)
-    systems = load_systems(write_systems(tmp_path))
+    systems = load_systems(system_paths or write_systems(tmp_path))
     result, records = run_sync(run_arena(model, systems, persona_list, config(**overrides), verdicts, progress=False))
     return result, records, model
 
@@ -257,6 +258,50 @@ def test_a_killed_run_resumes_without_repeating_finished_work(tmp_path):
     assert idle.requests == [] and again == result
     with pytest.raises(InputError, match="new output folder"):
         run(prefer_longer, tmp_path, crowd, verdicts_path, criteria=["empathy"])
+
+
+def test_resume_refuses_verdicts_on_edited_responses(tmp_path):
+    verdicts_path = tmp_path / "out" / "verdicts.jsonl"
+    crowd = personas("p1", "p2")
+    run(prefer_longer, tmp_path, crowd, verdicts_path)
+    saved = verdicts_path.read_text()
+    assert all(json.loads(line)["texts_hash"] for line in saved.splitlines())
+
+    edited = write_systems(tmp_path, {**SYSTEMS, "mid": "That sounds really hard."})  # same ids, new text
+    with pytest.raises(InputError, match=r"verdicts.jsonl:\d+: long vs mid.*response changed.*new output folder"):
+        run(prefer_longer, tmp_path, crowd, verdicts_path, system_paths=edited)
+    assert verdicts_path.read_text() == saved, "a refused resume writes nothing"
+
+
+def test_resume_refuses_verdicts_whose_presentation_order_moved(tmp_path):
+    verdicts_path = tmp_path / "out" / "verdicts.jsonl"
+    run(prefer_longer, tmp_path, personas("p1", "p2"), verdicts_path)
+
+    # A bigger panel re-ranks the personas, so some already judged persona now sees the other order.
+    bigger = personas("p1", "p2", "p3")
+    before = presentation_orders(["p1", "p2"], "long vs mid", 0, seed=0)
+    after = presentation_orders([p.id for p in bigger], "long vs mid", 0, seed=0)
+    assert any(before[p] != after[p] for p in before)
+    with pytest.raises(InputError, match="other presentation order.*new output folder"):
+        run(prefer_longer, tmp_path, bigger, verdicts_path)
+
+    # Dropping a question shifts the later questions' indices, which flips every persona's order.
+    paths = write_systems(tmp_path)
+    short = paths[-1]
+    short.write_text("".join(short.read_text().splitlines(keepends=True)[1:]))
+    with pytest.raises(InputError, match="other presentation order"):
+        run(prefer_longer, tmp_path, personas("p1", "p2"), verdicts_path, system_paths=paths)
+
+
+def test_resume_refuses_verdicts_without_a_texts_fingerprint(tmp_path):
+    verdicts_path = tmp_path / "out" / "verdicts.jsonl"
+    crowd = personas("p1", "p2")
+    run(prefer_longer, tmp_path, crowd, verdicts_path)
+    legacy = [{k: v for k, v in json.loads(line).items() if k != "texts_hash"}
+              for line in verdicts_path.read_text().splitlines()]
+    verdicts_path.write_text("".join(json.dumps(record) + "\n" for record in legacy))
+    with pytest.raises(InputError, match="older version"):
+        run(prefer_longer, tmp_path, crowd, verdicts_path)
 
 
 def test_systems_and_personas_are_validated(tmp_path):

@@ -238,8 +238,17 @@ def test_agreement_report_response_and_system_levels() -> None:
     frame = pd.DataFrame({"system": human.loc[kept, "system"], "h": h, "j": j}).groupby("system").mean()
     assert system.means["beta"].human == pytest.approx(frame.loc["beta", "h"])
     assert system.means["beta"].n == 15 - int((~kept[human["system"] == "beta"]).sum())
-    assert set(system.icc) == {"C,1", "A,1"}
-    assert system.icc["C,1"].estimate == pytest.approx(icc(frame[["h", "j"]].to_numpy(), "C,1"))
+    means = frame[["h", "j"]].to_numpy()
+    reference = pingouin_icc(means)
+    assert list(system.icc) == list(ICC_KINDS)
+    for kind in ICC_KINDS:
+        assert system.icc[kind].estimate == pytest.approx(reference.loc[f"ICC({kind})", "ICC"], abs=1e-6)
+        # pingouin rounds its F-based intervals to two decimals.
+        assert [system.icc[kind].f_low, system.icc[kind].f_high] == pytest.approx(
+            list(reference.loc[f"ICC({kind})", "CI95"]), abs=0.0051)
+        # Every kind's bootstrap interval comes from the same resamples of systems as icc_ci's.
+        alone = icc_ci(means, kind, n_boot=100, seed=1)
+        assert system.icc[kind].model_dump() == pytest.approx(alone.model_dump())
     assert system.bias == pytest.approx(float((frame["j"] - frame["h"]).mean()))
     assert report.dimensions["safety"].n_used == 60
 

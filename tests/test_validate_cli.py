@@ -89,8 +89,8 @@ def test_judgments_against_human_scores(app, tmp_path):
         assert response["mae"] == pytest.approx((judged_frame[dimension] - frame[dimension]).abs().mean())
         assert response["qwk"] == pytest.approx(cohen_kappa_score(
             judged_frame[dimension], frame[dimension], labels=[1, 2, 3, 4, 5], weights="quadratic"))
-        # System level: ICC of the per-system means, against pingouin (its labels ICC3 and ICC2
-        # before 0.7, ICC(C,1) and ICC(A,1) since).
+        # System level: ICC of the per-system means, against pingouin (its labels ICC3, ICC2, ICC3k
+        # and ICC2k before 0.7, ICC(C,1), ICC(A,1), ICC(C,k) and ICC(A,k) since).
         means = pd.DataFrame({"human": frame.groupby("system")[dimension].mean(),
                               "judge": judged_frame.groupby(frame["system"])[dimension].mean()})
         assert agreement["system"]["n_systems"] == 4
@@ -98,17 +98,28 @@ def test_judgments_against_human_scores(app, tmp_path):
             assert agreement["system"]["means"][system]["judge"] == pytest.approx(means.loc[system, "judge"])
         long = means.reset_index().melt(id_vars="system", var_name="rater", value_name="score")
         reference = pingouin.intraclass_corr(long, targets="system", raters="rater", ratings="score")
-        reference = reference.set_index("Type")["ICC"].rename({"ICC3": "ICC(C,1)", "ICC2": "ICC(A,1)"})
+        reference = reference.set_index("Type")["ICC"].rename(
+            {"ICC3": "ICC(C,1)", "ICC2": "ICC(A,1)", "ICC3k": "ICC(C,k)", "ICC2k": "ICC(A,k)"})
         system_icc = agreement["system"]["icc"]
-        assert system_icc["C,1"]["estimate"] == pytest.approx(reference["ICC(C,1)"])
-        assert system_icc["A,1"]["estimate"] == pytest.approx(reference["ICC(A,1)"])
-        assert system_icc["C,1"]["n_boot"] == 200 and system_icc["C,1"]["seed"] == 7
+        assert list(system_icc) == ["C,1", "A,1", "C,k", "A,k"]
+        for kind, estimate in system_icc.items():
+            assert estimate["estimate"] == pytest.approx(reference[f"ICC({kind})"])
+            assert estimate["n_boot"] == 200 and estimate["seed"] == 7
+            assert estimate["low"] <= estimate["estimate"] <= estimate["high"]
     # A shift by +1 is consistent but not in absolute agreement.
     empathy = judge["agreement"]["dimensions"]["empathy"]["response"]["icc"]
     assert empathy["C,1"]["estimate"] > 0.9
     assert empathy["A,1"]["estimate"] < empathy["C,1"]["estimate"] - 0.2
     markdown = (out / "validation.md").read_text()
-    assert "## tiny-judge" in markdown and "| empathy | 4 |" in markdown
+    assert "## tiny-judge" in markdown
+    system_part, response_part = markdown.split("### System level")[1].split("### Response level")
+    # Every ICC cell, at both levels, is an estimate with its bootstrap interval.
+    levels = {"system": (system_part, "4"), "response": (response_part, "40")}
+    for level, (part, n) in levels.items():
+        icc = judge["agreement"]["dimensions"]["empathy"][level]["icc"]
+        cells = [f"{icc[kind]['estimate']:.3f} [{icc[kind]['low']:.3f}, {icc[kind]['high']:.3f}]"
+                 for kind in ("C,1", "A,1", "C,k", "A,k")]
+        assert f"| empathy | {n} | " + " | ".join(cells) + " |" in part
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"] == "validate" and manifest["seed"] == 7
     assert set(manifest["inputs"]) == {"human", "judgments_0"}

@@ -19,7 +19,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from theraloop.config import StrictModel
-from theraloop.io import InputError, JSONLAppender, check_unique_ids, iter_jsonl, read_jsonl, write_json
+from theraloop.io import (
+    InputError,
+    JSONLAppender,
+    check_unique_ids,
+    iter_jsonl,
+    read_jsonl,
+    sha256_json,
+    write_json,
+)
 from theraloop.llm import (
     ChatModel,
     ChatRequest,
@@ -150,9 +158,16 @@ def verdict_prompt(rubric: Rubric, context: str, first: str, second: str) -> str
     )
 
 
+def _texts_hash(context: str, response_a: str, response_b: str) -> str:
+    """A short fingerprint of what a verdict judged, in the pair's terms (A = system_a)."""
+    return sha256_json([context, response_a, response_b])[:16]
+
+
 class ArenaVerdict(BaseModel):
     """One persona's verdict on one question of one pair. `winners` is in the pair's terms
-    (A = system_a) and None when the output never parsed; `shown` is what the persona answered."""
+    (A = system_a) and None when the output never parsed; `shown` is what the persona answered.
+    `texts_hash` fingerprints the context and both responses, so a resumed run can tell whether
+    the saved verdict judged the texts it would judge now (None in files from older versions)."""
 
     pair: str
     system_a: str
@@ -161,6 +176,7 @@ class ArenaVerdict(BaseModel):
     persona: str
     a_first: bool
     parse_ok: bool
+    texts_hash: str | None = None
     winners: dict[str, Winner] | None = None
     shown: dict[str, Winner] | None = None
     attempts: int = 0
@@ -188,6 +204,10 @@ class ArenaJob(BaseModel):
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.pair, self.question, self.persona.id)
+
+    @property
+    def texts_hash(self) -> str:
+        return _texts_hash(self.context, self.response_a, self.response_b)
 
 
 def shared_questions(system_a: ArenaSystem, system_b: ArenaSystem) -> list[str]:
@@ -224,7 +244,7 @@ async def judge_job(llm: ChatModel, job: ArenaJob, rubric: Rubric, config: Arena
     result = await complete_structured(llm, request, max_attempts=config.max_attempts)
     verdict = ArenaVerdict(pair=job.pair, system_a=job.system_a, system_b=job.system_b, question=job.question,
                            persona=job.persona.id, a_first=job.a_first, parse_ok=result.ok,
-                           attempts=result.attempts, errors=result.errors)
+                           texts_hash=job.texts_hash, attempts=result.attempts, errors=result.errors)
     if result.ok:
         verdict.shown = {key: result.value[key] for key in rubric.keys}
         verdict.winners = verdict.shown if job.a_first else {k: SWAP[v] for k, v in verdict.shown.items()}
@@ -359,27 +379,48 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _resume_mismatch(verdict: ArenaVerdict, job: ArenaJob) -> str | None:
+    """Why a saved verdict cannot stand for the planned job, or None when it can."""
+    if verdict.texts_hash is None:
+        return "the saved verdict has no fingerprint of the texts it judged (written by an older version)"
+    if verdict.texts_hash != job.texts_hash:
+        return "the context or a response changed since it was judged"
+    if verdict.a_first != job.a_first:
+        # The persona panel or a system's question set changed, so the counterbalancing moved.
+        return "the current personas and questions assign it the other presentation order"
+    return None
+
+
 async def run_arena(llm: ChatModel, systems: Sequence[ArenaSystem], personas: Sequence[ArenaPersona],
                     config: ArenaConfig, verdicts_path: str | Path | None = None,
                     progress: bool = True) -> tuple[ArenaResult, list[ArenaVerdict]]:
     """Judge every planned (pair, question, persona) not already in verdicts_path, then summarise.
 
-    Verdicts are appended as they finish, so a killed run resumes where it stopped.
+    Verdicts are appended as they finish, so a killed run resumes where it stopped. A saved verdict
+    is reused only when it judged the same texts in the planned order; otherwise the run refuses.
     """
     rubric = config.load_rubric()
     jobs = plan_jobs(systems, personas, config.seed)
-    planned = {job.key for job in jobs}
+    planned = {job.key: job for job in jobs}
     appender = JSONLAppender(verdicts_path) if verdicts_path else None
     done: dict[tuple[str, str, str], ArenaVerdict] = {}
     if appender:
-        for record in appender.existing:
+        for line_no, record in enumerate(appender.existing, start=1):
             verdict = ArenaVerdict.model_validate(record)
             if verdict.winners is not None and set(verdict.winners) != set(rubric.keys):
                 appender.close()
                 raise InputError(f"{appender.path}: written for criteria {sorted(verdict.winners)}, not "
                                  f"{sorted(rubric.keys)}; write to a new output folder")
-            if verdict.key in planned:
-                done[verdict.key] = verdict
+            job = planned.get(verdict.key)
+            if job is None:
+                continue
+            problem = _resume_mismatch(verdict, job)
+            if problem:
+                # Reusing it would mix old texts or a broken order balance into the statistics.
+                appender.close()
+                raise InputError(f"{appender.path}:{line_no}: {verdict.pair}, question {verdict.question!r}, "
+                                 f"persona {verdict.persona!r}: {problem}; write to a new output folder (--out)")
+            done[verdict.key] = verdict
 
     async def job_fn(job: ArenaJob) -> ArenaVerdict:
         return await judge_job(llm, job, rubric, config)

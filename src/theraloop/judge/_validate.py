@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from theraloop.cli_common import ConfigOption, OutOption, SeedOption
 from theraloop.config import StrictModel
 from theraloop.io import InputError
-from theraloop.stats._agreement import AgreementReport, ICCEstimate, agreement_report
+from theraloop.stats._agreement import ICC_KINDS, AgreementReport, ICCEstimate, agreement_report
 
 if TYPE_CHECKING:
     from theraloop.data._mentalalign import MentalAlign
@@ -196,30 +196,37 @@ def _with_interval(estimate: ICCEstimate) -> str:
 
 
 def render_markdown(validation: Validation, title: str = "Judge-human agreement") -> str:
-    """A table per judge: system-level ICC(C,1), ICC(A,1) with bootstrap CIs, then response-level statistics."""
+    """Per judge, a system-level and a response-level table; every ICC with its bootstrap CI."""
     percent = f"{validation.level:.0%}"
     cleaning = f" ({validation.data['cleaning']} cleaning)" if validation.data.get("cleaning") else ""
+    icc_header = " | ".join(f"ICC({kind})" for kind in ICC_KINDS)
     lines = [f"# {title}", "",
-             f"Source: {validation.source}{cleaning}. System level: mean score per generator, {percent} percentile bootstrap "
-             f"CI over systems ({validation.n_boot} resamples, seed {validation.seed}). Response level: every "
-             "response; QWK on scores rounded half up; alpha is Krippendorff's (interval); bias and MAE are "
-             "judge - human; tier is Koo & Li on response-level ICC(A,1).", ""]
+             f"Source: {validation.source}{cleaning}. ICC cells are estimate [{percent} percentile bootstrap CI], "
+             f"{validation.n_boot} resamples, seed {validation.seed}; C is consistency (Shrout-Fleiss ICC(3,.)), "
+             "A absolute agreement (ICC(2,.)), 1 a single rater and k the mean of the two raters (judge and human). "
+             "System level: mean score per generator, resampling systems. Response level: every response, "
+             "resampling responses; QWK on scores rounded half up; alpha is Krippendorff's (interval); bias and "
+             "MAE are judge - human; tier is Koo & Li on response-level ICC(A,1).", ""]
     for judge, result in validation.judges.items():
         excluded = f" (without {', '.join(result.excluded_systems)})" if result.excluded_systems else ""
         counts = ", ".join(f"{key} {value}" for key, value in result.counts.items())
-        lines += [f"## {judge}{excluded}", "", counts, "",
-                  f"| dimension | systems | ICC(C,1) sys [{percent} CI] | ICC(A,1) sys [{percent} CI] | responses "
-                  "| ICC(C,1) | ICC(A,1) | QWK | alpha | bias | MAE | tier |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for dimension, agreement in result.agreement.dimensions.items():
-            system, response = agreement.system, agreement.response
-            system_cells = (["0", "n/a", "n/a"] if system is None else
-                            [str(system.n_systems), _with_interval(system.icc["C,1"]),
-                             _with_interval(system.icc["A,1"])])
+        dimensions = result.agreement.dimensions
+        lines += [f"## {judge}{excluded}", "", counts, "", "### System level", "",
+                  f"| dimension | systems | {icc_header} |", "|---|---|" + "---|" * len(ICC_KINDS)]
+        for dimension, agreement in dimensions.items():
+            system = agreement.system
+            cells = (["0", *["n/a"] * len(ICC_KINDS)] if system is None else
+                     [str(system.n_systems), *(_with_interval(system.icc[kind]) for kind in ICC_KINDS)])
+            lines.append("| " + " | ".join([dimension, *cells]) + " |")
+        lines += ["", "### Response level", "",
+                  f"| dimension | responses | {icc_header} | QWK | alpha | bias | MAE | tier |",
+                  "|---|---|" + "---|" * (len(ICC_KINDS) + 5)]
+        for dimension, agreement in dimensions.items():
+            response = agreement.response
             lines.append("| " + " | ".join([
-                dimension, *system_cells, str(response.n), _number(response.icc["C,1"].estimate),
-                _number(response.icc["A,1"].estimate), _number(response.qwk), _number(response.alpha_interval),
-                f"{response.bias:+.3f}", _number(response.mae), response.tier or "n/a"]) + " |")
+                dimension, str(response.n), *(_with_interval(response.icc[kind]) for kind in ICC_KINDS),
+                _number(response.qwk), _number(response.alpha_interval), f"{response.bias:+.3f}",
+                _number(response.mae), response.tier or "n/a"]) + " |")
         lines.append("")
     if validation.data.get("dropped_cells"):
         lines += ["## Cells dropped from the data", "", "| rater | dropped (by reason) |", "|---|---|"]

@@ -381,7 +381,7 @@ class SystemMeans(_Record):
 
 class SystemAgreement(_Record):
     """Agreement over systems: rows are systems, the two raters their human and judge mean
-    scores; the ICC bootstrap resamples systems. `bias` is the mean over systems of judge - human.
+    scores; `icc` keyed by kind, every kind from one set of bootstrap resamples of systems. `bias` is the mean over systems of judge - human.
     `n_unlabelled` rows scored by both but naming no system are left out here."""
 
     n_systems: int
@@ -489,7 +489,7 @@ def _system_agreement(judge: np.ndarray, human: np.ndarray, systems: np.ndarray,
     judge_means = np.array([means[name].judge for name in names])
     return SystemAgreement(
         n_systems=len(names), n_unlabelled=int((~known).sum()),
-        icc=_icc_estimates(np.column_stack([human_means, judge_means]), ["C,1", "A,1"], n_boot, seed, level),
+        icc=_icc_estimates(np.column_stack([human_means, judge_means]), ICC_KINDS, n_boot, seed, level),
         spearman=spearman(judge_means, human_means), bias=mean_bias(judge_means, human_means), means=means)
 
 
