@@ -197,7 +197,7 @@ def test_tiny_training_saves_reloads_and_reproduces(tiny_backbone, epitome_parts
         assert judgment.rationales is None and judgment.parse_ok
         assert set(judgment.scores) == set(reloaded.rubric.keys)
         assert all(value in (0.0, 1.0, 2.0) for value in judgment.scores.values())
-    assert reloaded.name == "encoder:" + tiny_backbone.name + ":ordinal"
+    assert reloaded.name == f"encoder:{tiny_backbone.name}:ordinal@{reloaded.spec['weights_sha256'][:12]}"
 
 
 def test_judge_protocol_batches_concurrent_calls_and_resumes(tiny_backbone, epitome_parts, tmp_path):

@@ -7,6 +7,7 @@ hundreds of responses a second, so it can stand in for the LLM judge inside loop
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import random
@@ -327,7 +328,10 @@ class EncoderJudge:
 
     @property
     def name(self) -> str:
-        return f"encoder:{self.spec['backbone_name']}:{self.spec['head']}"
+        # The weights' hash tells apart two judges trained on the same backbone, so traces and caches
+        # keyed by judge name never mix them.
+        weights = self.spec.get("weights_sha256")
+        return f"encoder:{self.spec['backbone_name']}:{self.spec['head']}" + (f"@{weights[:12]}" if weights else "")
 
     @property
     def head(self) -> str:
@@ -417,6 +421,10 @@ class EncoderJudge:
         self.tokenizer.save_pretrained(path / BACKBONE_DIR)
         save_file({name: tensor.detach().contiguous() for name, tensor in self.model.heads.state_dict().items()},
                   str(path / HEADS_FILE))
+        digest = hashlib.sha256()
+        for weights in [path / HEADS_FILE, *sorted((path / BACKBONE_DIR).glob("*.safetensors"))]:
+            digest.update(weights.read_bytes())
+        self.spec["weights_sha256"] = digest.hexdigest()
         write_json(path / SPEC_FILE, self.spec)
         return path
 
