@@ -5,8 +5,8 @@ measured by an independent judge the loop never sees: the encoder judge trained 
 empathy levels (emotional reactions, interpretations, explorations; 0-2). The sample comes from
 that judge's held-out test split, so it never scores posts it was trained on.
 
-    python bench/epitome_judge.py --epochs 1 --max-length 192 --model-dir runs/refine-independent-encoder \
-        --out /tmp/epitome_judge_1ep.json          # the independent judge (about 10 minutes)
+    python bench/epitome_judge.py --epochs 3 --max-length 192 --model-dir runs/refine-independent-encoder \
+        --out /tmp/epitome_judge_3ep.json          # the independent judge (about 20 minutes)
     python bench/refine.py                         # writes bench/results/refine.json (about 1 hour)
 
 A killed run resumes from its trace (runs/bench-refine/trace.jsonl); LLM calls are cached.
