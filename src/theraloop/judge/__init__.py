@@ -17,8 +17,24 @@ from theraloop.judge._llm_judge import (
 )
 from theraloop.judge._run import PairItem, compare_items, score_items, summarize_judgments, summarize_pairs
 from theraloop.judge._types import Judge, Judgment, PairJudgment, Winner
+from theraloop.judge._validate import (
+    JudgeValidation,
+    ValidateConfig,
+    Validation,
+    render_markdown,
+    validate,
+    validate_mentalalign,
+    write_validation,
+)
 
 __all__ = [
+    "JudgeValidation",
+    "ValidateConfig",
+    "Validation",
+    "render_markdown",
+    "validate",
+    "validate_mentalalign",
+    "write_validation",
     "DPOJudgeConfig",
     "DPOJudgeResult",
     "JudgePreferencePair",
