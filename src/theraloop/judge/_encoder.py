@@ -160,6 +160,18 @@ def _build_heads(hidden: int, n_dimensions: int, n_levels: int, head: str) -> nn
     return OrdinalHeads() if head == "ordinal" else RegressionHeads()
 
 
+def mean_pooled(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The backbone's token states averaged over real tokens, as all-MiniLM-L6-v2 was trained to be
+    used; the encoder judge and the reward models both read a (context, response) pair this way."""
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None:
+        inputs["token_type_ids"] = token_type_ids
+    hidden = backbone(**inputs).last_hidden_state
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
 def _build_model(backbone: Any, n_dimensions: int, n_levels: int, head: str, dropout: float) -> nn.Module:
     from torch import nn
 
@@ -172,14 +184,7 @@ def _build_model(backbone: Any, n_dimensions: int, n_levels: int, head: str, dro
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-            if token_type_ids is not None:
-                inputs["token_type_ids"] = token_type_ids
-            hidden = self.backbone(**inputs).last_hidden_state
-            # Mean pooling, as all-MiniLM-L6-v2 was trained with.
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-            return self.heads(self.dropout(pooled))
+            return self.heads(self.dropout(mean_pooled(self.backbone, input_ids, attention_mask, token_type_ids)))
 
     return EncoderJudgeModel()
 

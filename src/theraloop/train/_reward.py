@@ -94,6 +94,8 @@ def reward_input(prompt: str, response: str) -> tuple[str, str]:
 def _build_net(backbone: Any) -> nn.Module:
     from torch import nn
 
+    from theraloop.judge._encoder import mean_pooled
+
     class RewardNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -102,14 +104,7 @@ def _build_net(backbone: Any) -> nn.Module:
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-            if token_type_ids is not None:
-                inputs["token_type_ids"] = token_type_ids
-            hidden = self.backbone(**inputs).last_hidden_state
-            # Mean pooling, as all-MiniLM-L6-v2 was trained with.
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-            return self.head(pooled).squeeze(-1)
+            return self.head(mean_pooled(self.backbone, input_ids, attention_mask, token_type_ids)).squeeze(-1)
 
     return RewardNet()
 
