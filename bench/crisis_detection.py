@@ -17,7 +17,6 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import random
 import re
 import shlex
@@ -58,8 +57,9 @@ BASELINE_BEFORE_TUNING = {
 
 
 def _default_data_root() -> Path:
-    configured = os.environ.get("THERALOOP_SHARED_DATA")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+    from theraloop.data import shared_data_root
+
+    return shared_data_root(beside=REPO_ROOT)
 
 
 def text_sha16(text: str) -> str:

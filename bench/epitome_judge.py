@@ -37,8 +37,9 @@ PUBLISHED_NOTE = (
 
 
 def _default_data_root() -> Path:
-    configured = os.environ.get("THERALOOP_SHARED_DATA")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+    from theraloop.data import shared_data_root
+
+    return shared_data_root(beside=REPO_ROOT)
 
 
 def _majority_baseline(train, test, keys) -> dict:

@@ -12,7 +12,6 @@ system-level ICCs are set beside the published table to check the reproduction.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import time
@@ -44,8 +43,9 @@ PUBLISHED_NOTE = (
 
 
 def _default_data_root() -> Path:
-    configured = os.environ.get("THERALOOP_SHARED_DATA")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+    from theraloop.data import shared_data_root
+
+    return shared_data_root(beside=REPO_ROOT)
 
 
 def _system_icc(validation, judge: str, dimension: str) -> tuple[float, float]:

@@ -26,8 +26,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _default_data_root() -> Path:
-    configured = os.environ.get("THERALOOP_SHARED_DATA")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+    from theraloop.data import shared_data_root
+
+    return shared_data_root(beside=REPO_ROOT)
 
 
 def judge_test_split(data_root: Path, split_seed: int = 0):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,17 +9,18 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def shared_data_root() -> Path | None:
-    """THERALOOP_SHARED_DATA, else ../shared/data next to the repository."""
-    configured = os.environ.get("THERALOOP_SHARED_DATA")
-    candidate = Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+def existing_shared_data_root() -> Path | None:
+    """THERALOOP_SHARED_DATA, else ../shared/data next to the repository, if that folder exists."""
+    from theraloop.data import shared_data_root
+
+    candidate = shared_data_root(beside=REPO_ROOT)
     return candidate if candidate.is_dir() else None
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The reference data folder; tests that need it skip (reported by -ra) where it is absent."""
-    root = shared_data_root()
+    root = existing_shared_data_root()
     if root is None:
         pytest.skip("shared data not found: set THERALOOP_SHARED_DATA or place shared/data beside the repo")
     return root

@@ -36,8 +36,10 @@ from theraloop.data._personas import (
     split_personas,
     synthetic_personas,
 )
+from theraloop.data._shared import shared_data_root
 
 __all__ = [
+    "shared_data_root",
     "MENTALALIGN_DIMENSIONS",
     "MENTALALIGN_GENERATORS",
     "MENTALALIGN_JUDGES",

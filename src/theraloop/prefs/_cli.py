@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -24,15 +23,15 @@ reward_app = typer.Typer(no_args_is_help=True, help="Per-criterion reward models
 
 
 def _epitome_root(given: Path | None) -> Path:
-    if given is not None:
-        return given
-    shared = os.environ.get("THERALOOP_SHARED_DATA")
-    if not shared:
+    from theraloop.data import shared_data_root
+
+    root = shared_data_root(given)
+    if root is None:
         from theraloop.io import InputError
 
         raise InputError("--epitome-split needs --epitome-root (the folder holding the EPITOME CSVs) "
                          "or THERALOOP_SHARED_DATA")
-    return Path(shared)
+    return root
 
 
 def generate_command(
