@@ -112,6 +112,17 @@ def test_build_llm_caches_across_instances(openai_stub, tmp_path):
     assert len(openai_stub.requests) == 2
 
 
+def test_bare_judge_command_scores_the_bundled_examples(openai_stub, tmp_path, monkeypatch):
+    """README's quick start runs `theraloop judge` with no arguments at all."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("THERALOOP_BASE_URL", openai_stub.base_url)
+    monkeypatch.setenv("THERALOOP_MODEL", "stub-model")
+    result = CliRunner().invoke(app, ["judge"])
+    assert result.exit_code == 0, result.output
+    assert "judged 6 responses; parsed 6" in result.output
+    assert len((tmp_path / "runs" / "judge-examples" / "judgments.jsonl").read_text().splitlines()) == 6
+
+
 def test_judge_cli_second_run_is_served_from_cache(openai_stub, tmp_path):
     runner = CliRunner()
     args = ["judge", "--base-url", openai_stub.base_url, "--model", "stub-model", "--out", str(tmp_path / "run1")]

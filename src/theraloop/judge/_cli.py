@@ -22,15 +22,16 @@ from theraloop.cli_common import (
 
 
 class _DefaultToScore(TyperGroup):
-    """`theraloop judge FILE` means `theraloop judge score FILE`."""
+    """`theraloop judge FILE` means `theraloop judge score FILE`; bare `theraloop judge` scores the
+    bundled examples (README's quick start)."""
 
     def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
             args = ["score", *args]
         return super().parse_args(ctx, args)
 
 
-judge_app = typer.Typer(cls=_DefaultToScore, no_args_is_help=True,
+judge_app = typer.Typer(cls=_DefaultToScore,
                         help="Score responses on a rubric (default), train judges, calibrate them.")
 
 
