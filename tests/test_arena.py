@@ -12,6 +12,7 @@ from scipy.stats import binom, binomtest
 from statsmodels.stats.multitest import multipletests
 from typer.testing import CliRunner
 
+from theraloop._prompting import DATA_NOTICE
 from theraloop.arena import (
     ArenaConfig,
     ArenaPersona,
@@ -46,9 +47,9 @@ SYSTEMS = {
 def _shown(request: ChatRequest) -> tuple[str, str, str]:
     """(persona prompt, text in position A, text in position B) of an arena request."""
     prompt = request.messages[-1].content
-    first = prompt.split("## Response A\n", 1)[1].split("\n\n## Response B\n", 1)[0]
-    second = prompt.split("## Response B\n", 1)[1].split("\n\n## Criteria", 1)[0]
-    return request.messages[0].content, first, second
+    first = prompt.split("<response_a>\n", 1)[1].split("\n</response_a>", 1)[0]
+    second = prompt.split("<response_b>\n", 1)[1].split("\n</response_b>", 1)[0]
+    return request.messages[0].content.removesuffix(f"\n\n{DATA_NOTICE}"), first, second
 
 
 def _answer(request: ChatRequest, choice: str) -> str:

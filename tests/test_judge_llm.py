@@ -24,8 +24,8 @@ def _absolute(score: int) -> str:
 
 def _shown(request) -> tuple[str, str]:
     prompt = request.messages[-1].content
-    return (re.search(r"## Response A\n(.*?)\n\n## Response B", prompt, re.S).group(1),
-            re.search(r"## Response B\n(.*?)\n\n## Criteria", prompt, re.S).group(1))
+    return (re.search(r"<response_a>\n(.*?)\n</response_a>", prompt, re.S).group(1),
+            re.search(r"<response_b>\n(.*?)\n</response_b>", prompt, re.S).group(1))
 
 
 def test_bundled_rubrics_have_anchors_for_every_level():

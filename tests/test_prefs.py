@@ -48,7 +48,7 @@ def candidates_for(question_id: str, qualities: list[int], context: str = "I fee
 def shown_responses(request: ChatRequest) -> dict[str, str]:
     """Label -> response text, parsed from a ballot prompt."""
     prompt = request.messages[-1].content
-    return dict(re.findall(r"### Response ([A-Z])\n(.*?)\n", prompt + "\n"))
+    return dict(re.findall(r"### Response ([A-Z])\n<response_[A-Z]>\n(.*?)\n", prompt + "\n"))
 
 
 def rank_by_quality(request: ChatRequest) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from theraloop._prompting import delimit, with_data_notice
 from theraloop.judge import Judgment
 from theraloop.llm import ChatModel, ChatRequest, Message, StructuredResult, complete_structured
 from theraloop.rubrics import Rubric
@@ -113,14 +114,16 @@ class Roles:
 
     async def _run(self, system: str, user: str, schema: dict[str, Any], max_tokens: int,
                    seed_offset: int) -> StructuredResult:
-        request = ChatRequest(messages=[Message(role="system", content=system), Message(role="user", content=user)],
+        request = ChatRequest(messages=[Message(role="system", content=with_data_notice(system)),
+                                        Message(role="user", content=user)],
                               temperature=self.temperature, max_tokens=max_tokens, seed=self.seed + seed_offset,
                               json_schema=schema)
         return await complete_structured(self.llm, request, max_attempts=self.max_attempts)
 
     async def critic(self, context: str, response: str, judgment: Judgment, failing: Sequence[str],
                      round_index: int) -> tuple[StructuredResult, Critique | None]:
-        user = (f"## What the help-seeker wrote\n{context.strip()}\n\n## The response\n{response.strip()}\n\n"
+        user = (f"## What the help-seeker wrote\n{delimit('help_seeker_post', context)}\n\n"
+                f"## The response\n{delimit('response', response)}\n\n"
                 f"## A judge's scores\n{_scores_block(self.rubric, judgment)}\n\n"
                 f"These dimensions are below target: {', '.join(failing)}.\n"
                 "For each of them, say what is wrong and quote the exact phrases of the response that cause it "
@@ -138,7 +141,8 @@ class Roles:
                       "(crisis line, emergency services) and encourage contacting a professional.",
             "professional": "\nThe help-seeker shows risk signals: include a step that encourages professional support.",
         }.get(escalation_required, "")
-        user = (f"## What the help-seeker wrote\n{context.strip()}\n\n## The response\n{response.strip()}\n\n"
+        user = (f"## What the help-seeker wrote\n{delimit('help_seeker_post', context)}\n\n"
+                f"## The response\n{delimit('response', response)}\n\n"
                 f"## Critique\n{problems}\nStrengths: {'; '.join(critique.strengths) or 'none named'}\n\n"
                 f"## Moves that usually fix each dimension\n{menu}\n{escalation}\n\n"
                 "Write an ordered revision plan: concrete actions, most important first (safety first), one or "
@@ -151,7 +155,8 @@ class Roles:
                         round_index: int) -> tuple[StructuredResult, Revision | None]:
         steps = "\n".join(f"{index}. ({step.dimension}) {step.action}" for index, step in enumerate(plan.steps, 1))
         keep = "\n".join(f"- {item}" for item in plan.keep) or "- (nothing in particular)"
-        user = (f"## What the help-seeker wrote\n{context.strip()}\n\n## Your previous response\n{response.strip()}\n\n"
+        user = (f"## What the help-seeker wrote\n{delimit('help_seeker_post', context)}\n\n"
+                f"## Your previous response\n{delimit('response', response)}\n\n"
                 f"## Revision plan\n{steps}\n\n## Keep\n{keep}\n\n"
                 "Rewrite the response following the plan, keeping what is listed. Speak to the person directly, "
                 "warmly and concretely, in 80 to 200 words. Return only the new response.")

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from theraloop._prompting import delimit, with_data_notice
 from theraloop.config import StrictModel
 from theraloop.io import (
     InputError,
@@ -150,8 +151,9 @@ def verdict_schema(criteria: Sequence[str]) -> dict[str, Any]:
 def verdict_prompt(rubric: Rubric, context: str, first: str, second: str) -> str:
     criteria = "\n".join(f"- {d.key} ({d.name}): {d.question}" for d in rubric.dimensions)
     return (
-        f"## What the help-seeker wrote\n{context.strip()}\n\n## Response A\n{first.strip()}\n\n"
-        f"## Response B\n{second.strip()}\n\n## Criteria\n{criteria}\n\n"
+        f"## What the help-seeker wrote\n{delimit('help_seeker_post', context)}\n\n"
+        f"## Response A\n{delimit('response_a', first)}\n\n"
+        f"## Response B\n{delimit('response_b', second)}\n\n## Criteria\n{criteria}\n\n"
         "Put yourself in the help-seeker's place. For every criterion say which response you prefer: "
         "\"A\", \"B\", or \"tie\" when they are equally good or equally bad. The order of the responses "
         "says nothing about their quality."
@@ -237,7 +239,7 @@ def plan_jobs(systems: Sequence[ArenaSystem], personas: Sequence[ArenaPersona], 
 async def judge_job(llm: ChatModel, job: ArenaJob, rubric: Rubric, config: ArenaConfig) -> ArenaVerdict:
     first, second = (job.response_a, job.response_b) if job.a_first else (job.response_b, job.response_a)
     request = ChatRequest(
-        messages=[Message(role="system", content=job.persona.prompt),
+        messages=[Message(role="system", content=with_data_notice(job.persona.prompt)),
                   Message(role="user", content=verdict_prompt(rubric, job.context, first, second))],
         temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed,
         json_schema=verdict_schema(rubric.keys), schema_name="arena_verdict")

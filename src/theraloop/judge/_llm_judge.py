@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from theraloop._prompting import delimit, with_data_notice
 from theraloop.config import StrictModel
 from theraloop.judge._types import Judgment, PairJudgment, Winner
 from theraloop.llm import ChatModel, ChatRequest, LLMConfig, Message, StructuredResult, complete_structured
@@ -75,7 +76,8 @@ def pairwise_schema(rubric: Rubric, rationale_max_chars: int) -> dict[str, Any]:
 
 def absolute_prompt(rubric: Rubric, context: str, response: str) -> str:
     return (
-        f"## What the help-seeker wrote\n{context.strip()}\n\n## The response to evaluate\n{response.strip()}\n\n"
+        f"## What the help-seeker wrote\n{delimit('help_seeker_post', context)}\n\n"
+        f"## The response to evaluate\n{delimit('response', response)}\n\n"
         f"## Rubric\n{rubric_text(rubric)}\n\n"
         "For every dimension, first give a one-sentence rationale that refers to the response, then the score."
     )
@@ -84,8 +86,9 @@ def absolute_prompt(rubric: Rubric, context: str, response: str) -> str:
 def pairwise_prompt(rubric: Rubric, context: str, first: str, second: str) -> str:
     dimensions = "\n".join(f"- {d.key} ({d.name}): {d.question}" for d in rubric.dimensions)
     return (
-        f"## What the help-seeker wrote\n{context.strip()}\n\n## Response A\n{first.strip()}\n\n"
-        f"## Response B\n{second.strip()}\n\n## Criteria\n{dimensions}\n\n"
+        f"## What the help-seeker wrote\n{delimit('help_seeker_post', context)}\n\n"
+        f"## Response A\n{delimit('response_a', first)}\n\n"
+        f"## Response B\n{delimit('response_b', second)}\n\n## Criteria\n{dimensions}\n\n"
         "For every criterion, give a one-sentence rationale, then the better response: \"A\", \"B\", or \"tie\" "
         "when they are equally good or equally bad. The order in which the responses appear says nothing "
         "about their quality."
@@ -115,7 +118,8 @@ class LLMJudge:
 
     def _request(self, prompt: str, schema: dict[str, Any], system_prompt: str | None, seed: int) -> ChatRequest:
         return ChatRequest(
-            messages=[Message(role="system", content=system_prompt or self.config.system_prompt),
+            # Persona prompts and user overrides get the notice too: the judged texts are untrusted.
+            messages=[Message(role="system", content=with_data_notice(system_prompt or self.config.system_prompt)),
                       Message(role="user", content=prompt)],
             temperature=self.config.temperature,
             max_tokens=self.config.max_tokens,

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
+from theraloop._prompting import delimit, with_data_notice
 from theraloop.config import StrictModel
 from theraloop.data._personas import Persona, render_persona_prompt
 from theraloop.io import InputError, JSONLAppender, write_json, write_jsonl
@@ -106,11 +107,12 @@ def ballot_schema(criteria: Sequence[str], labels: Sequence[str]) -> dict[str, A
 
 
 def ballot_prompt(rubric: Rubric, context: str, shown_texts: Sequence[str]) -> str:
-    responses = "\n\n".join(f"### Response {LABELS[i]}\n{text.strip()}" for i, text in enumerate(shown_texts))
+    responses = "\n\n".join(f"### Response {LABELS[i]}\n{delimit(f'response_{LABELS[i]}', text)}"
+                            for i, text in enumerate(shown_texts))
     criteria = "\n".join(f"- {d.key} ({d.name}): {d.question}" for d in rubric.dimensions)
     labels = ", ".join(LABELS[: len(shown_texts)])
     return (
-        f"## What you wrote\n{context.strip()}\n\n## Replies you received\n{responses}\n\n## Criteria\n{criteria}\n\n"
+        f"## What you wrote\n{delimit('help_seeker_post', context)}\n\n## Replies you received\n{responses}\n\n## Criteria\n{criteria}\n\n"
         f"For every criterion, rank ALL the replies from best to worst for you, as a list of their letters "
         f"({labels}), each letter exactly once. The order in which the replies appear says nothing about them."
     )
@@ -133,7 +135,7 @@ async def collect_ballot(llm: ChatModel, persona: Persona, candidates: Sequence[
         raise ValueError(f"question {question_id}: {n} candidates, at most {len(LABELS)} can be labelled")
     shown = [candidates[index] for index in display_order(question_id, persona.id, n, config.seed)]
     request = ChatRequest(
-        messages=[Message(role="system", content=render_persona_prompt(persona)),
+        messages=[Message(role="system", content=with_data_notice(render_persona_prompt(persona))),
                   Message(role="user", content=ballot_prompt(rubric, candidates[0].context, [c.response for c in shown]))],
         temperature=config.temperature, max_tokens=config.max_tokens,
         seed=_stable_int(f"{config.seed}\x1f{question_id}\x1f{persona.id}") & 0x7FFFFFFF,
