@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -312,3 +314,102 @@ def test_cli_init_add_rater_list_and_export(tmp_path):
                                      "--criteria", "empathy,kindness"])
     assert isinstance(bad.exception, InputError) and "kindness" in str(bad.exception)
     assert not (tmp_path / "other.sqlite").exists()
+
+
+# ---- hardening: owner-only files, all-or-nothing saves, revocation, schema migration ---------------
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_database_wal_and_exports_are_owner_only(tmp_path):
+    previous = os.umask(0o022)  # the usual umask, which would leave files world-readable
+    try:
+        store = make_store(tmp_path)
+        rater, _ = store.add_rater("Dr A")
+        # Keep one connection open, so the -wal and -shm files exist while we look.
+        with sqlite3.connect(store.path) as reader:
+            reader.execute("SELECT COUNT(*) FROM answers").fetchone()
+            store.save_answer(rater, 1, "empathy", "A")
+            sidecars = [Path(f"{store.path}-wal"), Path(f"{store.path}-shm")]
+            assert all(path.is_file() for path in sidecars)
+            assert {path.name: mode_of(path) for path in [store.path, *sidecars]} == {
+                path.name: 0o600 for path in [store.path, *sidecars]}
+        summary = export_study(store, tmp_path / "export")
+        written = sorted((tmp_path / "export").iterdir())
+        assert sorted(path.name for path in written) == sorted(summary.files)
+        assert mode_of(tmp_path / "export") == 0o700
+        assert {path.name: mode_of(path) for path in written} == {path.name: 0o600 for path in written}
+        assert (tmp_path / "after.txt").write_text("x") and mode_of(tmp_path / "after.txt") == 0o644, \
+            "the process umask is restored"
+    finally:
+        os.umask(previous)
+
+
+def test_a_submission_is_written_in_one_transaction(tmp_path):
+    store = make_store(tmp_path)
+    rater, _ = store.add_rater("Dr A")
+    with pytest.raises(ValueError, match="answer must be one of"):
+        store.save_answers(rater, 1, {"empathy": "A", "safety": "maybe"})
+    with pytest.raises(ValueError, match=r"unknown criterion \(this study asks empathy, safety\)"):
+        store.save_answers(rater, 1, {"empathy": "A", "kindness": "A"})
+    with pytest.raises(ValueError, match="no answers"):
+        store.save_answers(rater, 1, {})
+    # A failure while writing (here a trigger stands in for a full disk) undoes the earlier answer too.
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("CREATE TRIGGER fail_safety BEFORE INSERT ON answers WHEN NEW.criterion = 'safety' "
+                     "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+        store.save_answers(rater, 1, {"empathy": "A", "safety": "B"})
+    assert store.ratings() == [] and store.audit_log() == []
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("DROP TRIGGER fail_safety")
+    progress = store.save_answers(rater, 1, {"empathy": "A", "safety": "B"})
+    assert progress.complete[0] and len(store.audit_log()) == 2
+
+
+def test_revoke_and_rotate_tokens_and_the_access_log(tmp_path):
+    store = make_store(tmp_path)
+    rater, token = store.add_rater("Dr A")
+    session = store.create_session(rater, dt.timedelta(hours=1), client="10.0.0.5")
+    assert store.revoke_rater("Dr A") == rater
+    assert store.rater_for_token(token) is None and store.rater_for_session(session) is None
+    with pytest.raises(InputError, match="already revoked"):
+        store.revoke_rater("Dr A")
+    with pytest.raises(InputError, match="no rater named 'Dr Z'"):
+        store.rotate_token("Dr Z")
+    assert store.rater_progress()[0].revoked_at is not None
+    rotated, new_token = store.rotate_token(" Dr A ")
+    assert rotated == rater and new_token != token
+    assert store.rater_for_token(new_token) == rater and store.rater_for_token(token) is None
+    assert store.rater_progress()[0].revoked_at is None
+    sessions = [store.create_session(rater, dt.timedelta(hours=1), max_sessions=2) for _ in range(3)]
+    assert [store.rater_for_session(session) for session in sessions] == [None, rater, rater]
+    store.record_refused_signin("10.0.0.9")
+    store.end_session(sessions[2], client="10.0.0.5")
+    log = [(entry.event, entry.rater_id, entry.client) for entry in store.access_log()]
+    assert log == [("rater_added", "R1", None), ("signin", "R1", "10.0.0.5"), ("revoked", "R1", None),
+                   ("token_rotated", "R1", None), ("signin", "R1", None), ("signin", "R1", None),
+                   ("signin", "R1", None), ("session_limit", "R1", None), ("signin_refused", None, "10.0.0.9"),
+                   ("signout", "R1", "10.0.0.5")]
+    export_study(store, tmp_path / "out")
+    assert [row["event"] for row in read_jsonl(tmp_path / "out" / "access_log.jsonl")] == [entry[0] for entry in log]
+
+
+def test_a_version_1_database_is_migrated_on_open(tmp_path):
+    store = make_store(tmp_path)
+    rater, token = store.add_rater("Dr A")
+    store.save_answer(rater, 1, "empathy", "B")
+    with sqlite3.connect(store.path) as conn:  # back to the version 1 layout
+        conn.execute("DROP TABLE access_log")
+        conn.execute("ALTER TABLE raters DROP COLUMN revoked_at")
+        conn.execute("UPDATE study SET schema_version = 1")
+    reopened = ReviewStore(store.path)
+    assert reopened.rater_for_token(token) == rater and reopened.view_item(rater, 1).answers == {"empathy": "B"}
+    reopened.revoke_rater("Dr A")
+    assert [entry.event for entry in reopened.access_log()] == ["revoked"]
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT schema_version FROM study").fetchone()[0] == 2
+        conn.execute("UPDATE study SET schema_version = 3")
+    with pytest.raises(InputError, match="schema version 1..2"):
+        ReviewStore(store.path)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,21 @@ class ExportSummary(BaseModel):
     criteria: list[str]
     files: list[str]
     judge: JudgeLabels | None = None
+
+
+@contextmanager
+def owner_only_files() -> Iterator[None]:
+    """Files and folders created inside are readable by their owner only (umask 077).
+
+    Exports name the systems and hold unblinded ratings. The umask covers the temporary files the
+    writers rename into place too, so no file is ever briefly world-readable. It is process-wide:
+    meant for the export command, not for a multi-threaded server.
+    """
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def human_labels(ratings: list[Rating]) -> dict[str, Labels]:
@@ -127,9 +145,13 @@ def agreement_reports(labels: dict[str, Labels], judge: JudgeLabels | None) -> d
 
 
 def export_study(store: ReviewStore, out: str | Path, judge_path: str | Path | None = None) -> ExportSummary:
-    """Write ratings.jsonl, audit_log.jsonl, raters.json, labels.json and, by mode, agreement.json
-    (pairwise) or scores.jsonl (absolute) into `out`."""
-    out = Path(out)
+    """Write ratings.jsonl, audit_log.jsonl, access_log.jsonl, raters.json, labels.json and, by mode,
+    agreement.json (pairwise) or scores.jsonl (absolute) into `out`, all owner-only."""
+    with owner_only_files():
+        return _export_study(store, Path(out), judge_path)
+
+
+def _export_study(store: ReviewStore, out: Path, judge_path: str | Path | None) -> ExportSummary:
     study = store.study
     criteria = [criterion.key for criterion in study.criteria]
     items = store.items()
@@ -138,8 +160,9 @@ def export_study(store: ReviewStore, out: str | Path, judge_path: str | Path | N
     labels = human_labels(ratings)
     write_jsonl(out / "ratings.jsonl", ratings)
     write_jsonl(out / "audit_log.jsonl", store.audit_log())
+    write_jsonl(out / "access_log.jsonl", store.access_log())
     write_json(out / "raters.json", [rater.model_dump() for rater in raters])
-    files = ["summary.json", "ratings.jsonl", "audit_log.jsonl", "raters.json", "labels.json"]
+    files = ["summary.json", "ratings.jsonl", "audit_log.jsonl", "access_log.jsonl", "raters.json", "labels.json"]
     judge = None
     if study.mode == "pairwise":
         write_json(out / "labels.json", labels)

@@ -1,9 +1,13 @@
-"""The review study in one SQLite file: items, criteria, raters, sessions, answers and their audit trail.
+"""The review study in one SQLite file: items, criteria, raters, sessions, answers and their audit trail,
+plus an access log of sign-ins, sign-outs and token changes.
 
 Every read and write that touches answers takes the signed-in rater and addresses items by that
 rater's own sequence position, so nothing here can reach another rater's answers. Answers are
 stored in item terms (the item's response_a / response_b); the per-rater left/right swap is
 undone on the way in and redone on the way out.
+
+The file holds system names and unblinded ratings, so it is created owner-only (0600); SQLite gives
+its -wal and -shm files the database file's permissions.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +31,20 @@ from theraloop.rubrics import Rubric
 
 Mode = Literal["pairwise", "absolute"]
 PAIRWISE_VALUES: tuple[str, ...] = ("A", "B", "tie")
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
+AccessEvent = Literal["rater_added", "signin", "signin_refused", "signout", "session_limit", "revoked",
+                      "token_rotated"]
+
+_ACCESS_LOG_TABLE = """
+CREATE TABLE access_log (
+    pk INTEGER PRIMARY KEY,
+    event TEXT NOT NULL,
+    rater_pk INTEGER REFERENCES raters(pk),
+    client TEXT,
+    at TEXT NOT NULL
+)"""
+# Statements that bring a database of the key's version to the next one, run in one transaction.
+_MIGRATIONS = {1: ["ALTER TABLE raters ADD COLUMN revoked_at TEXT", _ACCESS_LOG_TABLE]}
 
 _SCHEMA = """
 CREATE TABLE study (
@@ -62,7 +80,8 @@ CREATE TABLE raters (
     pk INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     token_sha256 TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
 );
 CREATE TABLE sessions (
     id_sha256 TEXT PRIMARY KEY,
@@ -90,7 +109,7 @@ CREATE TABLE answer_log (
     shown_swapped INTEGER NOT NULL,
     at TEXT NOT NULL
 );
-"""
+""" + _ACCESS_LOG_TABLE
 
 
 def _timestamp(moment: _dt.datetime) -> str:
@@ -187,6 +206,7 @@ class RaterProgress(BaseModel):
     rater_id: str
     name: str
     created_at: str
+    revoked_at: str | None
     items_done: int
     items_total: int
     answers: int
@@ -270,6 +290,16 @@ class AuditEntry(BaseModel):
     at: str
 
 
+class AccessEntry(BaseModel):
+    """One sign-in, refused sign-in, sign-out or token change; `client` is the network address
+    when the event came over HTTP."""
+
+    event: AccessEvent
+    rater_id: str | None
+    client: str | None
+    at: str
+
+
 class StoredItem(BaseModel):
     """An item as stored; in absolute mode the response is response_a and response_b is None."""
 
@@ -295,8 +325,20 @@ class ReviewStore:
                 row = conn.execute("SELECT schema_version FROM study WHERE id = 1").fetchone()
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{self.path}: not a review database ({exc})") from None
-        if row is None or row["schema_version"] != _SCHEMA_VERSION:
-            raise InputError(f"{self.path}: not a review database of schema version {_SCHEMA_VERSION}")
+        if row is None or not 1 <= row["schema_version"] <= _SCHEMA_VERSION:
+            raise InputError(f"{self.path}: not a review database of schema version 1..{_SCHEMA_VERSION}")
+        if row["schema_version"] < _SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        with self._transaction() as conn:
+            # Re-read inside the write lock: another process may have migrated meanwhile.
+            version = conn.execute("SELECT schema_version FROM study WHERE id = 1").fetchone()[0]
+            while version < _SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+                version += 1
+            conn.execute("UPDATE study SET schema_version = ? WHERE id = 1", (version,))
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -327,14 +369,18 @@ class ReviewStore:
                rubric: Rubric, mode: Mode, seed: int, source: dict[str, Any] | None = None) -> ReviewStore:
         """Create a new study database; `rubric` holds exactly the criteria to ask, in order."""
         path = Path(path)
-        if path.exists():
-            raise InputError(f"{path}: already exists; a study is created once (use a new --db path)")
         if not items:
             raise InputError("the study has no items")
         expected = PairwiseReviewItem if mode == "pairwise" else AbsoluteReviewItem
         if not all(isinstance(item, expected) for item in items):
             raise InputError(f"{mode} mode needs {expected.__name__} records")
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Created here, owner-only and exclusively, before SQLite opens it (SQLite accepts an empty
+        # file as a new database, and copies its mode to the -wal and -shm files).
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise InputError(f"{path}: already exists; a study is created once (use a new --db path)") from None
         conn = sqlite3.connect(path, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -413,15 +459,47 @@ class ReviewStore:
             with self._transaction() as conn:
                 cursor = conn.execute("INSERT INTO raters (name, token_sha256, created_at) VALUES (?, ?, ?)",
                                       (name, _sha256(token), _now()))
+                self._log_access(conn, "rater_added", cursor.lastrowid)
         except sqlite3.IntegrityError:
             raise InputError(f"a rater named {name!r} already exists") from None
         return Rater(pk=cursor.lastrowid, name=name), token
 
+    def revoke_rater(self, name: str) -> Rater:
+        """Refuse the rater's token from now on and end their sessions; their answers are kept."""
+        with self._transaction() as conn:
+            rater, revoked_at = self._rater_named(conn, name)
+            if revoked_at is not None:
+                raise InputError(f"rater {name!r} was already revoked at {revoked_at[:19]}")
+            conn.execute("UPDATE raters SET revoked_at = ? WHERE pk = ?", (_now(), rater.pk))
+            conn.execute("DELETE FROM sessions WHERE rater_pk = ?", (rater.pk,))
+            self._log_access(conn, "revoked", rater.pk)
+        return rater
+
+    def rotate_token(self, name: str) -> tuple[Rater, str]:
+        """Replace the rater's token (reinstating a revoked rater) and end their sessions."""
+        token = secrets.token_urlsafe(24)
+        with self._transaction() as conn:
+            rater, _ = self._rater_named(conn, name)
+            conn.execute("UPDATE raters SET token_sha256 = ?, revoked_at = NULL WHERE pk = ?",
+                         (_sha256(token), rater.pk))
+            conn.execute("DELETE FROM sessions WHERE rater_pk = ?", (rater.pk,))
+            self._log_access(conn, "token_rotated", rater.pk)
+        return rater, token
+
+    @staticmethod
+    def _rater_named(conn: sqlite3.Connection, name: str) -> tuple[Rater, str | None]:
+        row = conn.execute("SELECT pk, name, revoked_at FROM raters WHERE name = ?", (name.strip(),)).fetchone()
+        if row is None:
+            raise InputError(f"no rater named {name!r} (see `theraloop review list-raters`)")
+        return Rater(pk=row["pk"], name=row["name"]), row["revoked_at"]
+
     def rater_for_token(self, token: str) -> Rater | None:
+        """The rater with this token, or None for an unknown token or a revoked rater."""
         if not token:
             return None
         with self._connect() as conn:
-            row = conn.execute("SELECT pk, name FROM raters WHERE token_sha256 = ?", (_sha256(token),)).fetchone()
+            row = conn.execute("SELECT pk, name FROM raters WHERE token_sha256 = ? AND revoked_at IS NULL",
+                               (_sha256(token),)).fetchone()
         return Rater(pk=row["pk"], name=row["name"]) if row else None
 
     def raters(self) -> list[Rater]:
@@ -430,24 +508,36 @@ class ReviewStore:
 
     def rater_progress(self) -> list[RaterProgress]:
         with self._connect() as conn:
-            created = {row["pk"]: row["created_at"] for row in conn.execute("SELECT pk, created_at FROM raters")}
+            added = {row["pk"]: row for row in conn.execute("SELECT pk, created_at, revoked_at FROM raters")}
         rows = []
         for rater in self.raters():
             progress = self.progress(rater)
             with self._connect() as conn:
                 answers = conn.execute("SELECT COUNT(*) FROM answers WHERE rater_pk = ?", (rater.pk,)).fetchone()[0]
-            rows.append(RaterProgress(rater_id=rater.rater_id, name=rater.name, created_at=created[rater.pk],
-                                      items_done=progress.done, items_total=progress.total, answers=answers))
+            rows.append(RaterProgress(rater_id=rater.rater_id, name=rater.name, created_at=added[rater.pk]["created_at"],
+                                      revoked_at=added[rater.pk]["revoked_at"], items_done=progress.done,
+                                      items_total=progress.total, answers=answers))
         return rows
 
-    def create_session(self, rater: Rater, lifetime: _dt.timedelta) -> str:
-        """A new random session id for the cookie; the database keeps only its hash."""
+    def create_session(self, rater: Rater, lifetime: _dt.timedelta, max_sessions: int = 3,
+                       client: str | None = None) -> str:
+        """A new random session id for the cookie; the database keeps only its hash. Beyond
+        `max_sessions` live sessions for this rater, the oldest are ended."""
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
         session_id = secrets.token_urlsafe(32)
         now = _dt.datetime.now(_dt.UTC)
         with self._transaction() as conn:
             conn.execute("DELETE FROM sessions WHERE expires_at < ?", (_timestamp(now),))
             conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)",
                          (_sha256(session_id), rater.pk, _timestamp(now), _timestamp(now + lifetime)))
+            self._log_access(conn, "signin", rater.pk, client)
+            # rowid is insertion order, so this keeps the newest sessions.
+            ended = conn.execute("DELETE FROM sessions WHERE rater_pk = ? AND rowid NOT IN (SELECT rowid FROM "
+                                 "sessions WHERE rater_pk = ? ORDER BY rowid DESC LIMIT ?)",
+                                 (rater.pk, rater.pk, max_sessions)).rowcount
+            for _ in range(ended):
+                self._log_access(conn, "session_limit", rater.pk, client)
         return session_id
 
     def rater_for_session(self, session_id: str | None) -> Rater | None:
@@ -460,9 +550,22 @@ class ReviewStore:
                 (_sha256(session_id), _now())).fetchone()
         return Rater(pk=row["pk"], name=row["name"]) if row else None
 
-    def end_session(self, session_id: str) -> None:
+    def end_session(self, session_id: str, client: str | None = None) -> None:
         with self._transaction() as conn:
-            conn.execute("DELETE FROM sessions WHERE id_sha256 = ?", (_sha256(session_id),))
+            row = conn.execute("SELECT rater_pk FROM sessions WHERE id_sha256 = ?", (_sha256(session_id),)).fetchone()
+            if row is not None:
+                conn.execute("DELETE FROM sessions WHERE id_sha256 = ?", (_sha256(session_id),))
+                self._log_access(conn, "signout", row["rater_pk"], client)
+
+    def record_refused_signin(self, client: str | None) -> None:
+        with self._transaction() as conn:
+            self._log_access(conn, "signin_refused", None, client)
+
+    @staticmethod
+    def _log_access(conn: sqlite3.Connection, event: AccessEvent, rater_pk: int | None,
+                    client: str | None = None) -> None:
+        conn.execute("INSERT INTO access_log (event, rater_pk, client, at) VALUES (?, ?, ?, ?)",
+                     (event, rater_pk, client, _now()))
 
     # ---- answering (always scoped to one rater) ----------------------------------------------------
 
@@ -496,28 +599,39 @@ class ReviewStore:
 
     def save_answer(self, rater: Rater, position: int, criterion: str, shown_value: str) -> Progress:
         """Store one answer given in display terms; raises LookupError / ValueError on bad input."""
+        return self.save_answers(rater, position, {criterion: shown_value})
+
+    def save_answers(self, rater: Rater, position: int, shown_values: Mapping[str, str]) -> Progress:
+        """Store answers to one item given in display terms, all in one transaction: every answer
+        is checked first, so a LookupError / ValueError means nothing was written. The messages
+        do not repeat the input."""
         study = self.study
-        if criterion not in {c.key for c in study.criteria}:
-            raise ValueError(f"unknown criterion {criterion!r}")
-        if shown_value not in study.allowed_values:
+        keys = [criterion.key for criterion in study.criteria]
+        if not shown_values:
+            raise ValueError("no answers given")
+        if not set(shown_values) <= set(keys):
+            raise ValueError(f"unknown criterion (this study asks {', '.join(keys)})")
+        if not all(value in study.allowed_values for value in shown_values.values()):
             raise ValueError(f"answer must be one of {list(study.allowed_values)}")
         item_pk = self._item_pk(rater, position)
         swapped = self._swapped(rater.pk, item_pk)
-        value = swap_label(shown_value) if swapped else shown_value
         now = _now()
         with self._transaction() as conn:
-            previous = conn.execute("SELECT value FROM answers WHERE rater_pk = ? AND item_pk = ? AND criterion = ?",
-                                    (rater.pk, item_pk, criterion)).fetchone()
-            previous_value = previous["value"] if previous else None
-            if previous_value != value:
-                conn.execute(
-                    "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (rater_pk, item_pk, criterion) "
-                    "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, "
-                    "revisions = revisions + 1",
-                    (rater.pk, item_pk, criterion, value, now, now))
-                conn.execute("INSERT INTO answer_log (rater_pk, item_pk, criterion, previous_value, value, "
-                             "shown_swapped, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (rater.pk, item_pk, criterion, previous_value, value, int(swapped), now))
+            for criterion, shown_value in shown_values.items():
+                value = swap_label(shown_value) if swapped else shown_value
+                previous = conn.execute(
+                    "SELECT value FROM answers WHERE rater_pk = ? AND item_pk = ? AND criterion = ?",
+                    (rater.pk, item_pk, criterion)).fetchone()
+                previous_value = previous["value"] if previous else None
+                if previous_value != value:
+                    conn.execute(
+                        "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (rater_pk, item_pk, criterion) "
+                        "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, "
+                        "revisions = revisions + 1",
+                        (rater.pk, item_pk, criterion, value, now, now))
+                    conn.execute("INSERT INTO answer_log (rater_pk, item_pk, criterion, previous_value, value, "
+                                 "shown_swapped, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (rater.pk, item_pk, criterion, previous_value, value, int(swapped), now))
         return self.progress(rater)
 
     # ---- export (study lead only; never reachable from the web app) --------------------------------
@@ -541,6 +655,13 @@ class ReviewStore:
         return [AuditEntry(item_id=row["item_id"], rater_id=rater_pseudonym(row["rater_pk"]), criterion=row["criterion"],
                            previous_value=row["previous_value"], value=row["value"],
                            shown_swapped=bool(row["shown_swapped"]), at=row["at"]) for row in rows]
+
+    def access_log(self) -> list[AccessEntry]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM access_log ORDER BY pk").fetchall()
+        return [AccessEntry(event=row["event"], client=row["client"], at=row["at"],
+                            rater_id=rater_pseudonym(row["rater_pk"]) if row["rater_pk"] is not None else None)
+                for row in rows]
 
     def items(self) -> list[StoredItem]:
         """The stored items as loaded (with system names), for the export."""
