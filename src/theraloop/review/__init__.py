@@ -5,7 +5,7 @@ exported to per-criterion labels and the human-study agreement statistics."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from theraloop.review._export import (
     ExportSummary,
@@ -15,10 +15,12 @@ from theraloop.review._export import (
     export_study,
     human_labels,
     load_judge_labels,
+    owner_only_files,
 )
 from theraloop.review._store import (
     PAIRWISE_VALUES,
     AbsoluteReviewItem,
+    AccessEntry,
     AuditEntry,
     Criterion,
     ItemView,
@@ -41,17 +43,20 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 
-def create_app(db: str | Path, session_hours: float = 12.0, secure_cookies: bool = False) -> FastAPI:
-    """The FastAPI review app for the study in `db`. FastAPI is the optional `review` extra, so it is
-    imported here rather than with the package (which the CLI loads on every start)."""
+def create_app(db: str | Path, **options: Any) -> FastAPI:
+    """The FastAPI review app for the study in `db`; `options` as in `theraloop.review._app.create_app`
+    (session_hours, secure_cookies, max_sessions, max_body_bytes, public_origin, throttle). FastAPI is
+    the optional `review` extra, so it is imported here rather than with the package (which the CLI
+    loads on every start)."""
     from theraloop.review._app import create_app as _create_app
 
-    return _create_app(db, session_hours=session_hours, secure_cookies=secure_cookies)
+    return _create_app(db, **options)
 
 
 __all__ = [
     "PAIRWISE_VALUES",
     "AbsoluteReviewItem",
+    "AccessEntry",
     "AuditEntry",
     "Criterion",
     "ExportSummary",
@@ -72,6 +77,7 @@ __all__ = [
     "human_labels",
     "load_judge_labels",
     "load_review_items",
+    "owner_only_files",
     "presentation_swapped",
     "rater_item_order",
     "rater_pseudonym",

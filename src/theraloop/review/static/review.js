@@ -7,6 +7,7 @@
   const status = document.getElementById("save-status");
   const progressText = document.getElementById("progress-text");
   const progressBar = document.getElementById("progress-bar");
+  const csrfToken = form.elements.namedItem("csrf_token").value;
   let queue = Promise.resolve();
   let pending = 0;
   let failed = false;
@@ -20,10 +21,11 @@
     const response = await fetch(form.dataset.saveUrl, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken },
       body: JSON.stringify({ criterion, value }),
     });
     if (response.status === 401) throw new Error("Your session has ended: sign in again. This answer was not saved.");
+    if (response.status === 403) throw new Error("This page has expired: reload it. This answer was not saved.");
     if (!response.ok) throw new Error("This answer was not saved (error " + response.status + "). Please choose again.");
     const result = await response.json();
     progressText.textContent = result.done + " of " + result.total + " items done";
