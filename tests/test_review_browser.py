@@ -1,4 +1,5 @@
-"""The review app driven in headless Chromium against a real uvicorn server in a subprocess.
+"""The review app driven in headless Chromium against a real uvicorn server in a subprocess,
+including forged posts from pages on another origin and on another port of the same host.
 
 Needs the system Chromium at /usr/bin/chromium (Debian package `chromium`); without it these tests
 skip, unless THERALOOP_REQUIRE_BROWSER=1 (CI), where they fail.
@@ -6,6 +7,7 @@ skip, unless THERALOOP_REQUIRE_BROWSER=1 (CI), where they fail.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -13,7 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -211,7 +215,7 @@ def test_a_bad_token_is_refused(browser, server):
         page.get_by_role("button", name="Sign in").click()
     assert refused.value.status == 401
     expect(page.get_by_role("alert")).to_have_text("That token was not accepted.")
-    assert context.cookies() == []
+    assert [cookie["name"] for cookie in context.cookies()] == ["theraloop_review_signin"], "no session"
     page.goto(server.url + "/items/1")
     assert page.url.endswith("/signin")
     context.close()
@@ -249,8 +253,9 @@ def test_a_rater_cannot_see_or_change_another_raters_answers(browser, server, st
         assert checked(page) == {}
         expect(page.locator("#progress-text")).to_have_text("0 of 3 items done")
     statuses = page.evaluate("""async (firstPk) => {
-        const post = (url, body) => fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
-                                                body: JSON.stringify(body)}).then(r => r.status);
+        const csrf = document.querySelector("input[name=csrf_token]").value;
+        const post = (url, body) => fetch(url, {method: "POST", body: JSON.stringify(body),
+            headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}}).then(r => r.status);
         return [
             await post("/api/items/1/answers", {criterion: "empathy", value: "B", rater_id: firstPk}),
             await post("/api/items/1/answers?rater=" + firstPk, {criterion: "empathy", value: "B"}),
@@ -285,3 +290,120 @@ def test_a_server_restart_loses_nothing(browser, server, study):
     page.get_by_role("link", name="Previous item").click()
     assert checked(page) == {"empathy": "tie", "safety": "A"}
     context.close()
+
+
+class AttackerSite:
+    """Static pages served from another port of 127.0.0.1: reached as http://127.0.0.1:<port> it is
+    the same site as the app (SameSite cookies are sent) but another origin; as http://localhost:<port>
+    it is another site."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, str] = {}
+        pages = self.pages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                body = pages.get(self.path, "not found").encode()
+                self.send_response(200 if self.path in pages else 404)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def auto_post(self, path: str, action: str, fields: dict[str, str]) -> None:
+        inputs = "".join(f'<input type="hidden" name="{name}" value="{value}">' for name, value in fields.items())
+        self.pages[path] = (f'<!doctype html><form method="post" action="{action}">{inputs}</form>'
+                            "<script>document.forms[0].submit()</script>")
+
+
+@pytest.fixture(scope="module")
+def attacker():
+    site = AttackerSite()
+    yield site
+    site.httpd.shutdown()
+
+
+def forged_post(page, server: ReviewServer, url: str) -> int:
+    """Open the attacker's page, which posts to the app at once; the status the app answered."""
+    with page.expect_response(lambda response: response.url.startswith(server.url)
+                              and response.request.method == "POST") as posted:
+        page.goto(url)
+    return posted.value.status
+
+
+@pytest.mark.parametrize("attacker_host", ["127.0.0.1", "localhost"], ids=["same-host-other-port", "other-site"])
+def test_forged_posts_from_another_origin_change_nothing(browser, server, study, attacker, attacker_host):
+    from playwright.sync_api import expect
+
+    victim, token = study.add_rater(f"Dr Victim {attacker_host}")
+    intruder, intruder_token = study.add_rater(f"Dr Intruder {attacker_host}")
+    context, page = sign_in(browser, server, token)
+    # The worst case: even the victim's CSRF token has leaked to the attacker.
+    leaked = page.locator("#answers input[name=csrf_token]").get_attribute("value")
+    log_before = study.access_log()
+    base = f"http://{attacker_host}:{attacker.port}"
+    attacker.auto_post("/answer", f"{server.url}/items/1", {"empathy": "A", "safety": "A"})
+    attacker.auto_post("/answer-leaked", f"{server.url}/items/1",
+                       {"empathy": "A", "safety": "A", "csrf_token": leaked})
+    attacker.auto_post("/signin", f"{server.url}/signin", {"token": intruder_token})
+    attacker.auto_post("/signout", f"{server.url}/signout", {"csrf_token": leaked})
+    attacker.pages["/api"] = ("<!doctype html><script>fetch(" + json.dumps(f"{server.url}/api/items/1/answers")
+                              + ', {method: "POST", mode: "no-cors", credentials: "include", '
+                              'headers: {"Content-Type": "text/plain"}, '
+                              'body: JSON.stringify({criterion: "empathy", value: "A"})})</script>')
+
+    attack = context.new_page()
+    statuses = [forged_post(attack, server, base + path) for path in ("/answer", "/answer-leaked", "/signin",
+                                                                         "/signout", "/api")]
+    assert statuses == [403] * 5
+    assert [rating for rating in study.ratings() if rating.rater_id == victim.rater_id] == []
+    assert study.access_log() == log_before, "no sign-in, sign-out or session change"
+
+    # The victim is still signed in as themselves, and the app's own forms still work.
+    page.goto(server.url + "/overview")
+    expect(page.locator(".account")).to_contain_text(f"Signed in as {victim.name}")
+    page.goto(server.url + "/items/1")
+    page.get_by_role("group", name="Empathy").get_by_label("Response B", exact=True).check()
+    page.get_by_role("group", name="Safety").get_by_label("Response A", exact=True).check()
+    wait_saved(page)
+    assert study.view_item(victim, 1).answers == {"empathy": "B", "safety": "A"}
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/signin$"))
+    assert [entry.event for entry in study.access_log()[len(log_before):]] == ["signout"]
+    assert intruder.rater_id not in {entry.rater_id for entry in study.access_log()[len(log_before):]}
+    context.close()
+
+
+def test_oversized_bodies_are_refused_without_being_read(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    # Announces 50 MB, sends 1 KB: the answer comes without waiting for (or reading) the rest.
+    connection.putrequest("POST", "/api/items/1/answers")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(50 * 1024 * 1024))
+    connection.endheaders()
+    connection.send(b'{"criterion": "' + b"x" * 1024)
+    started = time.monotonic()
+    response = connection.getresponse()
+    assert response.status == 413 and json.loads(response.read()) == {"detail": "request body too large"}
+    assert time.monotonic() - started < 5
+    connection.close()
+
+    # Chunked, with no length announced: cut off once past the limit (16 KiB by default).
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.putrequest("POST", "/api/items/1/answers")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+    for _ in range(5):
+        connection.send(b"1000\r\n" + b"x" * 4096 + b"\r\n")
+    connection.send(b"0\r\n\r\n")
+    response = connection.getresponse()
+    assert response.status == 413 and b"xxxx" not in response.read()
+    connection.close()

@@ -413,3 +413,34 @@ def test_a_version_1_database_is_migrated_on_open(tmp_path):
         conn.execute("UPDATE study SET schema_version = 3")
     with pytest.raises(InputError, match="schema version 1..2"):
         ReviewStore(store.path)
+
+
+def test_cli_revoke_rater_rotate_token_and_a_private_export(tmp_path):
+    runner = CliRunner()
+    store = make_store(tmp_path)
+    rater, token = store.add_rater("Dr X")
+    db = str(store.path)
+    result = runner.invoke(review_app, ["revoke-rater", "--db", db, "--name", "Dr X"])
+    assert result.exit_code == 0 and "revoked rater R1 (Dr X)" in result.output, result.output
+    assert store.rater_for_token(token) is None
+    assert "REVOKED" in runner.invoke(review_app, ["list-raters", "--db", db]).output
+    again = runner.invoke(review_app, ["revoke-rater", "--db", db, "--name", "Dr X"])
+    assert isinstance(again.exception, InputError) and "already revoked" in str(again.exception)
+
+    result = runner.invoke(review_app, ["rotate-token", "--db", db, "--name", "Dr X"])
+    assert result.exit_code == 0, result.output
+    new_token = result.output.strip().splitlines()[-1]
+    assert store.rater_for_token(new_token) == rater and store.rater_for_token(token) is None
+    assert "REVOKED" not in runner.invoke(review_app, ["list-raters", "--db", db]).output
+    missing = runner.invoke(review_app, ["rotate-token", "--db", db, "--name", "Nobody"])
+    assert isinstance(missing.exception, InputError) and "no rater named 'Nobody'" in str(missing.exception)
+
+    previous = os.umask(0o022)
+    try:
+        result = runner.invoke(review_app, ["export", "--db", db, "--out", str(tmp_path / "export")])
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.output
+    written = {path.name: mode_of(path) for path in (tmp_path / "export").iterdir()}
+    assert {"manifest.json", "config.yaml", "access_log.jsonl"} <= set(written)
+    assert set(written.values()) == {0o600}

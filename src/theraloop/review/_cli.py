@@ -12,7 +12,8 @@ from theraloop.cli_common import ConfigOption, OutOption, SeedOption
 from theraloop.config import StrictModel
 
 review_app = typer.Typer(no_args_is_help=True,
-                         help="Blinded clinician review: init a study, add raters, serve the web app, export.")
+                         help="Blinded clinician review: init a study, add, revoke and re-key raters, serve the web "
+                              "app, export.")
 
 DbOption = Annotated[Path | None, typer.Option("--db", help="The study's SQLite file.")]
 
@@ -41,6 +42,9 @@ class ReviewServeConfig(StrictModel):
     port: int = Field(default=8000, ge=1, le=65535)
     session_hours: float = Field(default=12.0, gt=0)
     secure_cookies: bool = False
+    max_sessions: int = Field(default=3, ge=1, description="live sign-ins per rater; a new one ends the oldest")
+    max_body_bytes: int = Field(default=16 * 1024, ge=1024, description="larger request bodies are refused unread")
+    public_origin: str | None = Field(default=None, description="e.g. https://review.example.org behind a proxy")
 
 
 class ReviewExportConfig(StrictModel):
@@ -112,6 +116,39 @@ def add_rater_command(
     typer.echo(token)
 
 
+@review_app.command("revoke-rater")
+def revoke_rater_command(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    name: Annotated[str | None, typer.Option(help="The rater's name, as in list-raters.")] = None,
+) -> None:
+    """Refuse a rater's token and end their sessions at once; their answers are kept."""
+    from theraloop.config import load_config
+    from theraloop.review._store import ReviewStore
+
+    settings = load_config(ReviewRaterConfig, config, db=db, name=name)
+    rater = ReviewStore(settings.db).revoke_rater(settings.name)
+    typer.echo(f"revoked rater {rater.rater_id} ({rater.name}): token refused, sessions ended; "
+               "`rotate-token` gives them a new one")
+
+
+@review_app.command("rotate-token")
+def rotate_token_command(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    name: Annotated[str | None, typer.Option(help="The rater's name, as in list-raters.")] = None,
+) -> None:
+    """Replace a rater's token (lost or leaked; also reinstates a revoked rater) and end their sessions."""
+    from theraloop.config import load_config
+    from theraloop.review._store import ReviewStore
+
+    settings = load_config(ReviewRaterConfig, config, db=db, name=name)
+    rater, token = ReviewStore(settings.db).rotate_token(settings.name)
+    typer.echo(f"new sign-in token for rater {rater.rater_id} ({rater.name}); the old one no longer works "
+               "(store it now, it is not shown again):")
+    typer.echo(token)
+
+
 @review_app.command("list-raters")
 def list_raters_command(config: ConfigOption = None, db: DbOption = None) -> None:
     """Show raters and their progress."""
@@ -123,8 +160,9 @@ def list_raters_command(config: ConfigOption = None, db: DbOption = None) -> Non
     if not rows:
         typer.echo("no raters yet")
     for row in rows:
+        revoked = f"  REVOKED {row.revoked_at[:19]}" if row.revoked_at else ""
         typer.echo(f"{row.rater_id:>5}  {row.name:<30}  {row.items_done}/{row.items_total} items done  "
-                   f"({row.answers} answers)  added {row.created_at[:19]}")
+                   f"({row.answers} answers)  added {row.created_at[:19]}{revoked}")
 
 
 @review_app.command("serve")
@@ -135,7 +173,14 @@ def serve_command(
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     session_hours: Annotated[float | None, typer.Option(help="Sign-in lifetime in hours (default 12).")] = None,
     secure_cookies: Annotated[bool | None, typer.Option(
-        "--secure-cookies/--no-secure-cookies", help="Mark the session cookie Secure (serve over HTTPS).")] = None,
+        "--secure-cookies/--no-secure-cookies",
+        help="Served over HTTPS: Secure __Host- cookies and an HSTS header.")] = None,
+    max_sessions: Annotated[int | None, typer.Option(
+        help="Live sign-ins per rater; a new sign-in ends the oldest (default 3).")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(
+        help="Largest request body accepted, in bytes (default 16384).")] = None,
+    public_origin: Annotated[str | None, typer.Option(
+        help="The one origin allowed to post, e.g. https://review.example.org (default: the request's own).")] = None,
 ) -> None:
     """Run the review web app."""
     import uvicorn
@@ -144,8 +189,11 @@ def serve_command(
     from theraloop.review._app import create_app
 
     settings = load_config(ReviewServeConfig, config, db=db, host=host, port=port, session_hours=session_hours,
-                           secure_cookies=secure_cookies)
-    app = create_app(settings.db, session_hours=settings.session_hours, secure_cookies=settings.secure_cookies)
+                           secure_cookies=secure_cookies, max_sessions=max_sessions, max_body_bytes=max_body_bytes,
+                           public_origin=public_origin)
+    app = create_app(settings.db, session_hours=settings.session_hours, secure_cookies=settings.secure_cookies,
+                     max_sessions=settings.max_sessions, max_body_bytes=settings.max_body_bytes,
+                     public_origin=settings.public_origin)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.secure_cookies:
         typer.echo("warning: listening beyond this machine; put it behind HTTPS and pass --secure-cookies", err=True)
     typer.echo(f"review app for {settings.db} at http://{settings.host}:{settings.port}/")
@@ -163,17 +211,18 @@ def export_command(
     """Write ratings, labels and agreement statistics (pairwise) or validate-ready scores (absolute)."""
     from theraloop.config import load_config
     from theraloop.manifest import write_manifest
-    from theraloop.review._export import export_study
+    from theraloop.review._export import export_study, owner_only_files
     from theraloop.review._store import ReviewStore
 
     settings = load_config(ReviewExportConfig, config, db=db, out=out, judge=judge)
     store = ReviewStore(settings.db)
-    summary = export_study(store, settings.out, settings.judge)
     study = store.study
-    write_manifest(settings.out, "review export", settings, inputs={"db": settings.db, "judge": settings.judge},
-                   seed=study.seed, extra={"study": {"mode": study.mode, "rubric": study.rubric_name,
-                                                     "criteria": summary.criteria, "created_at": study.created_at,
-                                                     **study.source}})
+    with owner_only_files():
+        summary = export_study(store, settings.out, settings.judge)
+        write_manifest(settings.out, "review export", settings, inputs={"db": settings.db, "judge": settings.judge},
+                       seed=study.seed, extra={"study": {"mode": study.mode, "rubric": study.rubric_name,
+                                                         "criteria": summary.criteria, "created_at": study.created_at,
+                                                         **study.source}})
     typer.echo(f"{summary.n_ratings} ratings from {summary.n_raters} raters on {summary.n_items} items; "
                f"wrote {', '.join(summary.files)} to {settings.out}")
     if summary.judge is not None:
