@@ -50,7 +50,7 @@ def script(request: ChatRequest) -> str:
     """Generation: a reply built from the seed. Ballots: per criterion, labels by level, then by seed."""
     if request.json_schema is None:
         return reply(request.seed)
-    shown = dict(re.findall(r"### Response ([A-Z])\n(.*?)\n", request.messages[-1].content + "\n"))
+    shown = dict(re.findall(r"### Response ([A-Z])\n<response_[A-Z]>\n(.*?)\n", request.messages[-1].content + "\n"))
     seed_of = {label: int(text.rsplit(" ", 1)[1].rstrip(".")) for label, text in shown.items()}
     return json.dumps({criterion: sorted(shown, key=lambda label: (-levels(shown[label])[criterion], seed_of[label]))
                        for criterion in request.json_schema["required"]})

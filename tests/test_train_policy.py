@@ -145,7 +145,7 @@ def test_dpo_loss_starts_at_log2_and_decreases_on_a_repeated_pair(tiny_model_dir
     assert result.losses[-1] < result.losses[0] - 0.1
     assert all(later <= earlier + 1e-6 for earlier, later in zip(result.losses, result.losses[1:], strict=False))
     _assert_adapter_dir(tmp_path / "dpo", "dpo", 6)
-    assert json.loads((tmp_path / "dpo" / "train_log.json").read_text())["steps"][-1]["reward_accuracy"] == 1.0
+    assert json.loads((tmp_path / "dpo" / "train_log.json").read_text())["steps"][-1]["rewards/accuracies"] == 1.0
 
     # The saved adapter, loaded back onto the base, prefers the chosen reply more than the base does.
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "dpo")

@@ -1,9 +1,12 @@
-"""Policy trainers on transformers + PEFT LoRA: SFT, DPO, MODPO and joint-loss DPO.
+"""Policy trainers: SFT on TRL's `SFTTrainer`, DPO on TRL's `DPOTrainer`, MODPO and joint-loss DPO on
+`DPOTrainer` subclasses (`theraloop.train._trl`), all with PEFT LoRA and accelerate.
 
-One small training loop serves all four methods; they differ only in how a batch becomes a loss
-(`theraloop.train._losses`). Reference log-probabilities come from the same model with the adapter
-disabled, computed once before training and cached, so the reference costs one forward pass per pair in
-total rather than one per step, and no second model is held in memory.
+A run is one config (`SFTTrainConfig`, `DPOTrainConfig`, `MODPOTrainConfig`, `JointTrainConfig`) and one
+JSONL file. It runs as it is on one CPU or GPU and, under `accelerate launch`, data-parallel (DDP),
+with DeepSpeed ZeRO or FSDP (see configs/accelerate/), in bf16, in 4-bit (QLoRA, with bitsandbytes), with
+gradient accumulation and gradient checkpointing. Reference log-probabilities come from the base model
+(adapter off), computed once per data set before training and cached beside the tokenised data, which
+every process reads; MODPO's margins are in the data, so training runs no reward model.
 
 Data (JSONL, one record a line; extra keys such as `id` are ignored):
 
@@ -20,28 +23,28 @@ Data (JSONL, one record a line; extra keys such as `id` are ignored):
 Prompts are plain text; with ``chat_template: true`` each prompt becomes one user turn formatted by the
 tokenizer's chat template. The completion is followed by the EOS token. Every run writes the LoRA adapter
 (PEFT `save_pretrained`), the tokenizer, `train_log.json` (loss, seconds and metrics per step, peak RSS)
-and `manifest.json` into `out_dir`.
+and `manifest.json` into `out_dir`. Checkpoints go to `out_dir/checkpoints` every `save_steps`; a killed
+run started again with the same config and data resumes from the last one, and the folder is removed
+when training completes.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from pydantic import BaseModel, Field, model_validator
-from tqdm import tqdm
 
 from theraloop.config import StrictModel
-from theraloop.io import InputError, read_jsonl, write_json
+from theraloop.io import InputError, read_jsonl, sha256_json, write_json
 from theraloop.manifest import write_manifest
-from theraloop.train._losses import dpo_loss, dpo_margin, joint_dpo_loss, modpo_loss, sequence_logps
 
 Method = Literal["sft", "dpo", "modpo", "joint"]
 
@@ -57,7 +60,7 @@ class PolicyTrainConfig(StrictModel):
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(4, ge=1)
-    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping; None: no clipping")
     lora_r: int = Field(8, ge=1)
     lora_alpha: float = Field(16, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
@@ -67,13 +70,33 @@ class PolicyTrainConfig(StrictModel):
     max_length: int = Field(512, ge=2)
     max_prompt_length: int = Field(256, ge=1)
     chat_template: bool = False
-    device: str = Field("auto", description="torch device; auto: cuda when available, else cpu")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="bfloat16 halves memory on GPU")
+    device: Literal["auto", "cpu"] = Field("auto", description="auto: accelerate's device for this process "
+                                                              "(its GPU when there is one); cpu: force the CPU")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype the base weights are "
+                                                                                    "loaded in")
+    bf16: bool | None = Field(None, description="bf16 mixed precision; None: on when the GPU supports it")
+    load_in_4bit: bool = Field(False, description="QLoRA: the base model in 4-bit NF4 (bitsandbytes, CUDA)")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass")
+    optim: str = Field("adamw_torch", description="transformers optimiser name, e.g. paged_adamw_8bit for QLoRA")
+    lr_scheduler_type: str = Field("constant", description="transformers scheduler name, e.g. cosine")
+    warmup_steps: int = Field(0, ge=0)
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(100, ge=1, description="checkpoint interval in optimiser steps")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept while training")
+    report_to: list[str] = Field(default_factory=list, description="e.g. [tensorboard] or [wandb] (installed "
+                                                                   "separately); logs go to out_dir/runs")
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON config, e.g. configs/deepspeed/zero2.json "
+                                                    "(or choose ZeRO in the accelerate config)")
+    resume: bool = Field(True, description="continue from the last checkpoint of an unfinished identical run")
 
     @model_validator(mode="after")
     def _prompt_leaves_room(self):
         if self.max_prompt_length >= self.max_length:
             raise ValueError("max_prompt_length must be smaller than max_length")
+        if self.load_in_4bit and self.sft_adapter:
+            raise ValueError("load_in_4bit cannot merge sft_adapter into quantised weights: merge it into a "
+                             "full-precision model folder first and train on that")
         return self
 
 
@@ -165,17 +188,20 @@ def _load_records(data, record_type: type[BaseModel]) -> tuple[list, Path | None
     return records, source
 
 
-# --- model, tokenizer, encoding -------------------------------------------------------------------
+
+# --- model, data, arguments -----------------------------------------------------------------------
 
 
-def _device(config: PolicyTrainConfig) -> torch.device:
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(config.device)
+def _use_bf16(config: PolicyTrainConfig) -> bool:
+    if config.bf16 is not None:
+        return config.bf16
+    return config.device != "cpu" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def _load_policy(config: PolicyTrainConfig):
-    from peft import LoraConfig, PeftModel, get_peft_model
+    """The base model (with `sft_adapter` merged in, or 4-bit) and its tokenizer; LoRA is added by the trainer."""
+    import importlib.util
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(config.model)
@@ -183,199 +209,235 @@ def _load_policy(config: PolicyTrainConfig):
         raise InputError(f"{config.model}: the tokenizer has no EOS token to end completions with")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # safe: padded positions are masked out of every loss
-    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=getattr(torch, config.dtype))
-    model.to(_device(config))
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, config.dtype)}
+    if config.load_in_4bit:
+        if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+            raise InputError("load_in_4bit needs bitsandbytes (pip install bitsandbytes) and a CUDA GPU")
+        from accelerate import PartialState
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if _use_bf16(config) else torch.float16)
+        kwargs["device_map"] = {"": PartialState().local_process_index}  # one copy per GPU under accelerate
+    model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
     if config.sft_adapter:
+        from peft import PeftModel
+
         model = PeftModel.from_pretrained(model, config.sft_adapter).merge_and_unload()
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+    if config.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    return model, tokenizer
+
+
+def _lora_config(config: PolicyTrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=config.lora_targets, use_rslora=config.use_rslora, task_type="CAUSAL_LM")
-    return get_peft_model(model, lora), tokenizer
 
 
-class _Encoded(BaseModel):
-    input_ids: list[int]
-    labels: list[int]
+# Settings that do not change what a run computes: a checkpoint made under other values still resumes.
+_RESUMABLE_SETTINGS = {"out_dir", "resume", "report_to", "logging_steps", "save_steps", "save_total_limit"}
 
 
-def _encoder(tokenizer, config: PolicyTrainConfig) -> Callable[[str, str], _Encoded]:
-    def encode(prompt: str, completion: str) -> _Encoded:
-        if config.chat_template:
-            prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
-                                                       add_generation_prompt=True, return_dict=False)
-        else:
-            prompt_ids = tokenizer(prompt)["input_ids"]
-        prompt_ids = list(prompt_ids)[-config.max_prompt_length:]  # keep the end, nearest the reply
-        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        completion_ids = completion_ids[: config.max_length - len(prompt_ids)]
-        return _Encoded(input_ids=prompt_ids + completion_ids, labels=[-100] * len(prompt_ids) + completion_ids)
-
-    return encode
-
-
-def _collate(encoded: Sequence[_Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(item.input_ids) for item in encoded)
-    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
-    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, item in enumerate(encoded):
-        length = len(item.input_ids)
-        input_ids[row, :length] = torch.tensor(item.input_ids)
-        labels[row, :length] = torch.tensor(item.labels)
-        attention_mask[row, :length] = 1
-    return {"input_ids": input_ids.to(device), "labels": labels.to(device), "attention_mask": attention_mask.to(device)}
+def _run_folder(config: PolicyTrainConfig, method: Method, data_digest: str, state) -> Path:
+    """out_dir/checkpoints for this exact run: kept when it belongs to the same method, settings and data
+    (so a killed run resumes), emptied otherwise. The tokenised data set and its cached reference
+    log-probabilities live there too, written once by the main process and read by every process."""
+    folder = Path(config.out_dir) / "checkpoints"
+    key = sha256_json({"method": method, "data": data_digest,
+                       "config": config.model_dump(mode="json", exclude=_RESUMABLE_SETTINGS)})
+    marker = folder / "run.json"
+    if state.is_main_process:
+        same_run = config.resume and marker.is_file() and _stored_key(marker) == key
+        if folder.is_dir() and not same_run:
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(marker, {"key": key})
+    state.wait_for_everyone()
+    return folder
 
 
-def _sequence_logps(model, encoded: Sequence[_Encoded], pad_id: int) -> torch.Tensor:
-    batch = _collate(encoded, pad_id, model.device)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return sequence_logps(logits, batch["labels"])
+def _stored_key(path: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("key")
+    except (OSError, ValueError):
+        return None
 
 
-def _pair_logps(model, pairs: Sequence[tuple[_Encoded, _Encoded]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chosen and rejected log-probs in one forward pass (both halves padded to one width)."""
-    logps = _sequence_logps(model, [chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs], pad_id)
-    return logps[: len(pairs)], logps[len(pairs):]
+def _dataset(folder: Path, build_rows: Callable[[], list[dict]], state):
+    """The tokenised rows as a file-backed `datasets.Dataset` in `folder` (built once, by the main process)."""
+    from datasets import Dataset, load_from_disk
+
+    if state.is_main_process and not folder.is_dir():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        Dataset.from_list(build_rows()).save_to_disk(str(partial))
+        partial.rename(folder)  # atomic: a killed build leaves no half data set behind
+    state.wait_for_everyone()
+    return load_from_disk(str(folder))
 
 
-def _reference_logps(model, pairs: list[tuple[_Encoded, _Encoded]], pad_id: int, batch_size: int):
-    """Log-probs under the reference policy (adapter disabled), once for the whole data set."""
-    model.eval()
-    chosen, rejected = [], []
-    with torch.no_grad(), model.disable_adapter():
-        for start in range(0, len(pairs), batch_size):
-            batch_chosen, batch_rejected = _pair_logps(model, pairs[start:start + batch_size], pad_id)
-            chosen.append(batch_chosen)
-            rejected.append(batch_rejected)
-    return torch.cat(chosen), torch.cat(rejected)
+def _training_args(method: Method, config: PolicyTrainConfig, folder: Path):
+    from trl import DPOConfig, SFTConfig
+
+    common = dict(
+        output_dir=str(folder), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs, max_steps=config.max_steps or -1, max_grad_norm=config.max_grad_norm or 0.0,
+        optim=config.optim, lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_steps,
+        weight_decay=0.0,
+        bf16=_use_bf16(config), activation_checkpointing=config.gradient_checkpointing,
+        logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, report_to=config.report_to or "none",
+        seed=config.seed, data_seed=config.seed, use_cpu=config.device == "cpu", deepspeed=config.deepspeed,
+        dataloader_pin_memory=torch.cuda.is_available(), max_length=config.max_length)
+    if method == "sft":
+        return SFTConfig(**common)
+    # Reference log-probs once per data set, before training, cached beside the tokenised data.
+    return DPOConfig(**common, beta=config.beta, precompute_ref_log_probs=True,
+                     precompute_ref_batch_size=config.batch_size)
 
 
-# --- the loop -------------------------------------------------------------------------------------
+def _callbacks() -> list:
+    from transformers import TrainerCallback
 
-StepFn = Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]]
+    class StepTimer(TrainerCallback):
+        """Adds each logged step's wall time to the trainer's log (and so to its checkpoints)."""
+
+        started = seconds = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds = time.perf_counter() - self.started
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                state.log_history[-1]["seconds"] = self.seconds
+
+    return [StepTimer()]
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
+class _Spec(NamedTuple):
+    """What distinguishes a method: its records, how they become rows, which trainer runs them."""
+
+    records: Sequence[BaseModel]
+    source: Path | None
+    build_rows: Callable[[Any], list[dict]]
+    make_trainer: Callable[..., Any]
 
 
-def _run(method: Method, config: PolicyTrainConfig, model, tokenizer, n_examples: int, step: StepFn,
-         source: Path | None, setup_seconds: float) -> TrainResult:
-    trainable = [param for param in model.parameters() if param.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
-    order = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = math.ceil(n_examples / config.batch_size)
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-    log: list[dict] = []
+def _prepare(method: Method, config: PolicyTrainConfig, spec: _Spec):
+    """The trainer, ready to train: model loaded, data tokenised (once), reference log-probs cached."""
+    # The arguments first: they set up accelerate's process state, which everything below shares.
+    args = _training_args(method, config, Path(config.out_dir) / "checkpoints")
+    state = args.distributed_state
+    model, tokenizer = _load_policy(config)
+    folder = _run_folder(config, method, sha256_json([record.model_dump() for record in spec.records]), state)
+    dataset = _dataset(folder / "dataset", lambda: spec.build_rows(tokenizer), state)
+    return spec.make_trainer(model=model, args=args, train_dataset=dataset,
+                             processing_class=tokenizer, peft_config=_lora_config(config),
+                             callbacks=_callbacks())
+
+
+def build_trainer(method: Method, config: PolicyTrainConfig, data):
+    """The TRL trainer `train_<method>` would run, before any step (for inspection and tests)."""
+    return _prepare(method, config, _SPECS[method](config, data))
+
+
+def _train(method: Method, config: PolicyTrainConfig, spec: _Spec) -> TrainResult:
+    """Train with resumption, then save the adapter, the tokenizer and the logs."""
+    from transformers.trainer_utils import get_last_checkpoint
+
     started = time.perf_counter()
-    model.train()
-    progress = tqdm(total=total_steps, desc=f"train {method}", unit="step", disable=None)  # None: only on a TTY
-    while len(log) < total_steps:
-        permutation = torch.randperm(n_examples, generator=order).tolist()
-        for start in range(0, n_examples, config.batch_size):
-            step_started = time.perf_counter()
-            loss, metrics = step(permutation[start:start + config.batch_size])
-            loss.backward()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = loss.item()
-            log.append({"step": len(log) + 1, "epoch": len(log) // steps_per_epoch + 1, "loss": loss_value,
-                        "seconds": time.perf_counter() - step_started, **metrics})
-            progress.update()
-            progress.set_postfix(loss=f"{loss_value:.4f}")
-            if len(log) >= total_steps:
-                break
-    progress.close()
-    train_seconds = time.perf_counter() - started
+    trainer = _prepare(method, config, spec)
+    folder = Path(trainer.args.output_dir)
+    resume_from = get_last_checkpoint(str(folder)) if config.resume else None
+    setup_seconds = time.perf_counter() - started
+    trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.perf_counter() - started - setup_seconds
 
     out_dir = Path(config.out_dir)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    trainer.save_model(str(out_dir))
+    steps = [entry for entry in trainer.state.log_history if "loss" in entry]
     peak = peak_rss_mb()
-    write_json(out_dir / "train_log.json", {
-        "method": method, "examples": n_examples, "steps": log, "setup_seconds": setup_seconds,
-        "train_seconds": train_seconds, "peak_rss_mb": peak})
-    write_manifest(out_dir, f"train {method}", config, inputs={"data": source} if source else None,
-                   seed=config.seed)
-    return TrainResult(method=method, out_dir=str(out_dir), steps=len(log), losses=[e["loss"] for e in log],
-                       seconds=setup_seconds + train_seconds, peak_rss_mb=peak)
+    if trainer.is_world_process_zero():
+        write_json(out_dir / "train_log.json", {
+            "method": method, "examples": len(trainer.train_dataset), "processes": trainer.accelerator.num_processes,
+            "resumed_from": resume_from, "steps": steps, "setup_seconds": setup_seconds,
+            "train_seconds": train_seconds, "peak_rss_mb": peak})
+        write_manifest(out_dir, f"train {method}", config, inputs={"data": spec.source} if spec.source else None,
+                       seed=config.seed)
+        shutil.rmtree(folder)  # finished: nothing left to resume
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(method=method, out_dir=str(out_dir), steps=trainer.state.global_step,
+                       losses=[entry["loss"] for entry in steps], seconds=setup_seconds + train_seconds,
+                       peak_rss_mb=peak)
 
 
-def _preference_metrics(h: torch.Tensor, beta: float) -> dict[str, float]:
-    return {"reward_accuracy": (h > 0).float().mean().item(), "reward_margin": (beta * h).mean().item()}
+def _encoder(tokenizer, config: PolicyTrainConfig):
+    from theraloop.train._trl import make_encoder
+
+    return make_encoder(tokenizer, config.max_length, config.max_prompt_length, config.chat_template)
 
 
-def _encode_pairs(tokenizer, config: PolicyTrainConfig, records: Sequence[PreferencePair]):
-    encode = _encoder(tokenizer, config)
-    return [(encode(r.prompt, r.chosen), encode(r.prompt, r.rejected)) for r in records]
+# --- the four methods -----------------------------------------------------------------------------
 
 
-# --- public trainers ------------------------------------------------------------------------------
+def _sft_spec(config: SFTTrainConfig, data) -> _Spec:
+    from trl import SFTTrainer
 
+    from theraloop.train._trl import sft_row
 
-def train_sft(config: SFTTrainConfig, data) -> TrainResult:
-    """Supervised fine-tuning of a LoRA adapter on prompt/completion records (path or records)."""
-    started = time.perf_counter()
     records, source = _load_records(data, SFTExample)
-    _seed_everything(config.seed)
-    model, tokenizer = _load_policy(config)
-    encode = _encoder(tokenizer, config)
-    encoded = [encode(record.prompt, record.completion) for record in records]
 
-    def step(indices: list[int]):
-        batch = _collate([encoded[i] for i in indices], tokenizer.pad_token_id, model.device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        tokens = (batch["labels"][:, 1:] != -100).sum()
-        return -sequence_logps(logits, batch["labels"]).sum() / tokens, {"tokens": int(tokens)}
+    def rows(tokenizer) -> list[dict]:
+        encode = _encoder(tokenizer, config)
+        return [sft_row(encode, record.prompt, record.completion) for record in records]
 
-    return _run("sft", config, model, tokenizer, len(records), step, source, time.perf_counter() - started)
+    return _Spec(records, source, rows, SFTTrainer)
 
 
-def train_dpo(config: DPOTrainConfig, data) -> TrainResult:
-    """DPO on prompt/chosen/rejected records (path or records)."""
-    started = time.perf_counter()
+def _preference_rows(records: Sequence[PreferencePair], config: PolicyTrainConfig, extra: Callable[[Any], dict]):
+    from theraloop.train._trl import preference_row
+
+    def rows(tokenizer) -> list[dict]:
+        encode = _encoder(tokenizer, config)
+        return [{**preference_row(encode, r.prompt, r.chosen, r.rejected), **extra(r)} for r in records]
+
+    return rows
+
+
+def _dpo_spec(config: DPOTrainConfig, data) -> _Spec:
+    from theraloop.train._trl import PretokenizedDPOTrainer
+
     records, source = _load_records(data, PreferencePair)
-    _seed_everything(config.seed)
-    model, tokenizer = _load_policy(config)
-    pairs = _encode_pairs(tokenizer, config, records)
-    ref_chosen, ref_rejected = _reference_logps(model, pairs, tokenizer.pad_token_id, config.batch_size)
-
-    def step(indices: list[int]):
-        chosen, rejected = _pair_logps(model, [pairs[i] for i in indices], tokenizer.pad_token_id)
-        loss = dpo_loss(chosen, rejected, ref_chosen[indices], ref_rejected[indices], config.beta).mean()
-        h = dpo_margin(chosen, rejected, ref_chosen[indices], ref_rejected[indices]).detach()
-        return loss, _preference_metrics(h, config.beta)
-
-    return _run("dpo", config, model, tokenizer, len(records), step, source, time.perf_counter() - started)
+    return _Spec(records, source, _preference_rows(records, config, lambda r: {}), PretokenizedDPOTrainer)
 
 
-def train_modpo(config: MODPOTrainConfig, data) -> TrainResult:
-    """MODPO on objective k's preference pairs, each carrying the other objectives' cached `margins`."""
-    started = time.perf_counter()
+def _modpo_spec(config: MODPOTrainConfig, data) -> _Spec:
+    from theraloop.train._trl import MODPOCollator, MODPOTrainer
+
     records, source = _load_records(data, MODPOPair)
     expected = len(config.weights) - 1
     for index, record in enumerate(records, start=1):
         if len(record.margins) != expected:
             raise InputError(f"{source or 'training data'}: record {index}: field 'margins': expected {expected} "
                              f"values (one per objective other than k), got {len(record.margins)}")
-    _seed_everything(config.seed)
-    model, tokenizer = _load_policy(config)
-    pairs = _encode_pairs(tokenizer, config, records)
-    margins = torch.tensor([record.margins for record in records], dtype=torch.float32,
-                           device=model.device).reshape(len(records), -1)
-    weights = torch.tensor(config.weights, dtype=torch.float32, device=model.device)
-    ref_chosen, ref_rejected = _reference_logps(model, pairs, tokenizer.pad_token_id, config.batch_size)
 
-    def step(indices: list[int]):
-        chosen, rejected = _pair_logps(model, [pairs[i] for i in indices], tokenizer.pad_token_id)
-        loss = modpo_loss(chosen, rejected, ref_chosen[indices], ref_rejected[indices], config.beta, weights,
-                          config.objective_index, margins[indices]).mean()
-        h = dpo_margin(chosen, rejected, ref_chosen[indices], ref_rejected[indices]).detach()
-        return loss, _preference_metrics(h, config.beta)
+    def make_trainer(**kwargs):
+        collator = MODPOCollator(pad_token_id=kwargs["processing_class"].pad_token_id, max_length=config.max_length)
+        return MODPOTrainer(**kwargs, data_collator=collator, weights=config.weights,
+                            objective_index=config.objective_index)
 
-    return _run("modpo", config, model, tokenizer, len(records), step, source, time.perf_counter() - started)
+    return _Spec(records, source, _preference_rows(records, config, lambda r: {"margins": r.margins}), make_trainer)
 
 
 def _group_by_prompt(records: Sequence[JointPair], objectives: list[str], source: Path | None) -> list[list[int]]:
@@ -393,28 +455,44 @@ def _group_by_prompt(records: Sequence[JointPair], objectives: list[str], source
     return [list(group.values()) for group in groups.values()]
 
 
-def train_joint(config: JointTrainConfig, data) -> TrainResult:
-    """Joint-loss DPO: per prompt, one loss over the weighted sum of its per-objective DPO margins."""
-    started = time.perf_counter()
+def _joint_spec(config: JointTrainConfig, data) -> _Spec:
+    from theraloop.train._trl import JointCollator, JointDPOTrainer, joint_row
+
     records, source = _load_records(data, JointPair)
     groups = _group_by_prompt(records, config.objectives, source)
-    _seed_everything(config.seed)
-    model, tokenizer = _load_policy(config)
-    pairs = _encode_pairs(tokenizer, config, records)
-    objective_of = [config.objectives.index(record.objective) for record in records]
-    weights = torch.tensor(config.weights, dtype=torch.float32, device=model.device)
-    ref_chosen, ref_rejected = _reference_logps(model, pairs, tokenizer.pad_token_id, config.batch_size)
 
-    def step(group_indices: list[int]):
-        pair_indices = [i for g in group_indices for i in groups[g]]
-        chosen, rejected = _pair_logps(model, [pairs[i] for i in pair_indices], tokenizer.pad_token_id)
-        h = dpo_margin(chosen, rejected, ref_chosen[pair_indices], ref_rejected[pair_indices])
-        rows = torch.tensor([row for row, g in enumerate(group_indices) for _ in groups[g]], device=h.device)
-        columns = torch.tensor([objective_of[i] for i in pair_indices], device=h.device)
-        h_matrix = torch.zeros(len(group_indices), len(config.objectives), device=h.device).index_put((rows, columns), h)
-        mask = torch.zeros_like(h_matrix, dtype=torch.bool).index_put((rows, columns),
-                                                                       torch.tensor(True, device=h.device))
-        loss = joint_dpo_loss(h_matrix, weights, config.beta, mask).mean()
-        return loss, _preference_metrics(h.detach(), config.beta)
+    def rows(tokenizer) -> list[dict]:
+        encode = _encoder(tokenizer, config)
+        return [joint_row(encode, tokenizer.eos_token_id, records[group[0]].prompt,
+                          {config.objectives.index(records[i].objective): (records[i].chosen, records[i].rejected)
+                           for i in group}, len(config.objectives)) for group in groups]
 
-    return _run("joint", config, model, tokenizer, len(groups), step, source, time.perf_counter() - started)
+    def make_trainer(**kwargs):
+        collator = JointCollator(pad_token_id=kwargs["processing_class"].pad_token_id, max_length=config.max_length)
+        return JointDPOTrainer(**kwargs, data_collator=collator, weights=config.weights)
+
+    return _Spec(records, source, rows, make_trainer)
+
+
+_SPECS: dict[str, Callable[[Any, Any], _Spec]] = {"sft": _sft_spec, "dpo": _dpo_spec, "modpo": _modpo_spec,
+                                                 "joint": _joint_spec}
+
+
+def train_sft(config: SFTTrainConfig, data) -> TrainResult:
+    """Supervised fine-tuning of a LoRA adapter on prompt/completion records (path or records), on SFTTrainer."""
+    return _train("sft", config, _sft_spec(config, data))
+
+
+def train_dpo(config: DPOTrainConfig, data) -> TrainResult:
+    """DPO on prompt/chosen/rejected records (path or records), on DPOTrainer with TRL's sigmoid loss."""
+    return _train("dpo", config, _dpo_spec(config, data))
+
+
+def train_modpo(config: MODPOTrainConfig, data) -> TrainResult:
+    """MODPO on objective k's preference pairs, each carrying the other objectives' cached `margins`."""
+    return _train("modpo", config, _modpo_spec(config, data))
+
+
+def train_joint(config: JointTrainConfig, data) -> TrainResult:
+    """Joint-loss DPO: per prompt, one loss over the weighted sum of its per-objective DPO margins."""
+    return _train("joint", config, _joint_spec(config, data))
