@@ -292,3 +292,30 @@ def test_span_filter_removes_every_response_injection_and_keeps_plain_replies():
             assert cleaned == GOOD[0] and removed, injection.name
     for text in GOOD + POOR:
         assert strip_injection_spans(text) == (text, [])
+
+
+# -- command and report ---------------------------------------------------------------------------
+
+
+def test_audit_command_writes_json_and_html_and_the_report_includes_them(openai_stub, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from theraloop.judge._cli import register
+    from theraloop.report._html import build_report, render_report
+
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    register(app)
+    out = tmp_path / "audit"
+    # The stub answers every request with the same schema-filling JSON: a judge that ignores its input.
+    result = CliRunner().invoke(app, ["judge", "audit", "--base-url", openai_stub.base_url, "--model", "m",
+                                      "--max-items-per-probe", "2", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "FAILED" in result.output and "sensitivity AUC (degraded)" in result.output
+    data = json.loads((out / "judge_audit.json").read_text())
+    assert data["passed"] is False and data["n_items"] == 6 and data["position"]["applicable"] is True
+    assert "<img" in (out / "judge_audit.html").read_text() and (out / "manifest.json").is_file()
+    report = build_report([out])
+    assert len(report.audits) == 1 and len(report.audits[0].figures) == 4
+    assert "Judge audit: audit" in render_report(report)

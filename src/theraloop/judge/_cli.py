@@ -162,7 +162,9 @@ def calibrate_command(
 
 
 def register(app: typer.Typer) -> None:
+    from theraloop.judge._audit_cli import register_audit
     from theraloop.judge._train_cli import register_train
 
     register_train(judge_app)
+    register_audit(judge_app)
     app.add_typer(judge_app, name="judge")

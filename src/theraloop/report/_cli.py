@@ -10,7 +10,8 @@ import typer
 
 def report_command(
     run_dirs: Annotated[list[Path] | None, typer.Argument(
-        help="run folders: arena (arena.json), validation (validation.json) or refine (refined.jsonl / trace.jsonl)",
+        help="run folders: arena (arena.json), validation (validation.json), refine (refined.jsonl / "
+             "trace.jsonl) or judge audit (judge_audit.json)",
         exists=True, file_okay=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write; figures go beside it")] = Path(
         "report.html"),

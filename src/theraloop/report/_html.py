@@ -22,6 +22,7 @@ from theraloop.io import InputError, iter_jsonl
 from theraloop.report._plots import FigureImage, arena_figures
 
 REFINE_FILES = ("refined.jsonl", "trace.jsonl")
+AUDIT_FILE = "judge_audit.json"
 
 
 class Table(BaseModel):
@@ -75,16 +76,28 @@ class ValidationSection(BaseModel):
     tables: list[Table]
 
 
+class AuditSection(BaseModel):
+    """A judge audit (judge_audit.json from `theraloop judge audit`): verdict, failed checks, charts."""
+
+    title: str
+    judge: str
+    passed: bool
+    n_checks: int
+    failed: list[dict[str, Any]]
+    figures: list[FigureImage]
+
+
 class Report(BaseModel):
     title: str
     created: str
     arenas: list[ArenaSection] = Field(default_factory=list)
     validations: list[ValidationSection] = Field(default_factory=list)
     refinements: list[RefineSection] = Field(default_factory=list)
+    audits: list[AuditSection] = Field(default_factory=list)
 
     @property
     def figures(self) -> list[FigureImage]:
-        return [figure for arena in self.arenas for figure in arena.figures]
+        return [figure for section in [*self.arenas, *self.audits] for figure in section.figures]
 
 
 def word_diff(original: str, final: str) -> list[DiffSegment]:
@@ -185,8 +198,23 @@ def load_refinement(run_dir: str | Path, max_items: int = 50) -> RefineSection:
                          n_changed=sum(pair.original.split() != pair.final.split() for pair in pairs), diffs=diffs)
 
 
+def load_audit(run_dir: str | Path, prefix: str = "") -> AuditSection:
+    from theraloop.judge._audit import AuditResult
+    from theraloop.judge._audit_html import audit_figures
+
+    path = Path(run_dir) / AUDIT_FILE
+    try:
+        result = AuditResult.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise InputError(f"{path}: not a judge audit: {exc.errors()[0]['msg']}") from None
+    return AuditSection(title=Path(run_dir).name, judge=result.judge, passed=result.passed,
+                        n_checks=len(result.checks), failed=[check.model_dump() for check in result.failed()],
+                        figures=[FigureImage(name=f"{prefix}{name}", title=title, png=png)
+                                 for name, title, png in audit_figures(result)])
+
+
 def classify_run_dir(run_dir: str | Path) -> list[str]:
-    """What a run folder holds: 'arena', 'validation', 'refine' (any combination, possibly none)."""
+    """What a run folder holds: 'arena', 'validation', 'refine', 'audit' (any combination, possibly none)."""
     run_dir = Path(run_dir)
     kinds = []
     if (run_dir / "arena.json").is_file():
@@ -195,6 +223,8 @@ def classify_run_dir(run_dir: str | Path) -> list[str]:
         kinds.append("validation")
     if any((run_dir / name).is_file() for name in REFINE_FILES):
         kinds.append("refine")
+    if (run_dir / AUDIT_FILE).is_file():
+        kinds.append("audit")
     return kinds
 
 
@@ -208,7 +238,7 @@ def build_report(run_dirs: Sequence[str | Path] = (), validation: Sequence[str |
     n_arenas = sum("arena" in kinds for kinds in kinds_by_dir.values())
     for run_dir, kinds in kinds_by_dir.items():
         if not kinds:
-            raise InputError(f"{run_dir}: no arena.json, validation.json or refine output found")
+            raise InputError(f"{run_dir}: no arena.json, validation.json, refine output or judge_audit.json found")
         if "arena" in kinds:
             # Prefix figure names so two arenas in one report do not overwrite each other's PNGs.
             prefix = f"{len(report.arenas) + 1}-" if n_arenas > 1 else ""
@@ -217,6 +247,8 @@ def build_report(run_dirs: Sequence[str | Path] = (), validation: Sequence[str |
             validation.append(Path(run_dir) / "validation.json")
         if "refine" in kinds:
             refine.append(run_dir)
+        if "audit" in kinds:
+            report.audits.append(load_audit(run_dir, prefix=f"{len(report.audits) + 1}-"))
     report.validations = [load_validation(path) for path in validation]
     report.refinements = [load_refinement(path, max_diffs) for path in refine]
     return report
