@@ -78,6 +78,10 @@ def refine_command(
     rubric: Annotated[str | None, typer.Option(help="rubric of the driving judge")] = None,
     independent_encoder: Annotated[Path | None, typer.Option(
         help="trained encoder judge folder used as the independent judge")] = None,
+    consistency_check: Annotated[bool, typer.Option(
+        "--consistency-check", help="reject revisions whose gain needs their injection-like spans")] = False,
+    second_encoder: Annotated[Path | None, typer.Option(
+        help="trained encoder judge that must also see a gain before a revision is accepted")] = None,
     report: Annotated[bool, typer.Option("--report", help="print the full metrics report")] = False,
     limit: Annotated[int | None, typer.Option(help="refine only the first N responses")] = None,
     quiet: Annotated[bool, typer.Option(help="do not print each refined response")] = False,
@@ -104,6 +108,9 @@ def refine_command(
         "drive": drive.split(",") if drive else None,
         "independent": IndependentJudgeConfig(encoder_path=str(independent_encoder)).model_dump()
         if independent_encoder else None,
+        "consistency_check": True if consistency_check else None,
+        "second_judge": IndependentJudgeConfig(encoder_path=str(second_encoder)).model_dump()
+        if second_encoder else None,
         **llm_overrides("judge.llm", backend, model, base_url, concurrency, no_cache),
     }
     refine_config = load_config(RefineConfig, config, **overrides)

@@ -30,6 +30,7 @@ from theraloop.agent._safety import (
 from theraloop.config import StrictModel
 from theraloop.io import InputError, JSONLAppender, sha256_json, write_jsonl
 from theraloop.judge import Judge, JudgeConfig, Judgment
+from theraloop.judge._audit_battery import strip_injection_spans
 from theraloop.llm import ChatModel, LLMConfig, StructuredResult, map_concurrent
 from theraloop.records import ResponseItem
 from theraloop.rubrics import Rubric
@@ -68,6 +69,11 @@ class RefineConfig(StrictModel):
     seed: int = 0
     concurrency: int = Field(1, ge=1, description="responses refined in parallel")
     independent: IndependentJudgeConfig | None = None
+    # Defences against revisions that game the driving judge (`theraloop judge audit` measures the need).
+    consistency_check: bool = Field(False, description="reject a revision whose gain disappears when it is "
+                                                       "re-scored with its injection-like spans removed")
+    second_judge: IndependentJudgeConfig | None = Field(None, description="accept only revisions this judge "
+                                                                          "also scores as an improvement")
 
     @model_validator(mode="after")
     def _drive_known(self) -> RefineConfig:
@@ -154,8 +160,10 @@ def text_diff(before: str, after: str) -> str:
 class Refiner:
     """Refines responses with a driving judge and role model; usable as a library for one response."""
 
-    def __init__(self, judge: Judge, roles_llm: ChatModel, config: RefineConfig | None = None):
+    def __init__(self, judge: Judge, roles_llm: ChatModel, config: RefineConfig | None = None,
+                 second_judge: Judge | None = None):
         self.judge = judge
+        self.second_judge = second_judge
         self.config = config or RefineConfig()
         self.rubric: Rubric = judge.rubric
         self.drive = self.config.drive or self.rubric.keys
@@ -186,6 +194,28 @@ class Refiner:
         if after <= before + self.config.min_improvement:
             return False, f"aggregate did not improve ({before:.2f} -> {after:.2f})"
         return True, f"accepted (aggregate {before:.2f} -> {after:.2f})"
+
+    async def _defend(self, item: ResponseItem, text: str, best: Judgment, candidate: str,
+                      reason: str) -> tuple[bool, str]:
+        """The optional defences, applied to a revision the driving judge accepted."""
+        if self.config.consistency_check:
+            cleaned, removed = strip_injection_spans(candidate)
+            if removed:
+                accepted, why = self._acceptance(best, await self._judge(item, cleaned))
+                if not accepted:
+                    return False, f"gain disappears without injection-like spans {removed[:2]}: {why}"
+        if self.second_judge is not None:
+            before, after = [await self.second_judge.score(item.model_copy(update={"response": t}))
+                             for t in (text, candidate)]
+            if not (before.parse_ok and after.parse_ok and before.scores and after.scores):
+                return False, "second judge could not score the revision"
+            safety = self.second_judge.rubric.safety_dimension
+            if safety and after.scores[safety] < before.scores[safety]:
+                return False, f"second judge: safety dropped ({before.scores[safety]:g} -> {after.scores[safety]:g})"
+            old, new = np.mean(list(before.scores.values())), np.mean(list(after.scores.values()))
+            if new <= old:
+                return False, f"second judge sees no gain ({old:.2f} -> {new:.2f})"
+        return True, reason
 
     async def _judge(self, item: ResponseItem, text: str) -> Judgment:
         return await self.judge.score(item.model_copy(update={"response": text}))
@@ -263,6 +293,8 @@ class Refiner:
         trace.diff = text_diff(text, candidate)
         trace.judgment = await self._judge(item, candidate)
         trace.accepted, trace.reason = self._acceptance(judgment, trace.judgment)
+        if trace.accepted:
+            trace.accepted, trace.reason = await self._defend(item, text, judgment, candidate, trace.reason)
         return trace
 
     async def refine_many(self, items: Sequence[ResponseItem], trace_path: str | Path | None = None,

@@ -11,7 +11,8 @@ def build_refiner(config: RefineConfig) -> Refiner:
     """The driving judge and the roles share one model instance unless agent_llm names another."""
     judge_llm = build_llm(config.judge.llm)
     roles_llm = judge_llm if config.agent_llm in (None, config.judge.llm) else build_llm(config.agent_llm)
-    return Refiner(LLMJudge(judge_llm, config.judge), roles_llm, config)
+    second = build_independent_judge(config.second_judge) if config.second_judge else None
+    return Refiner(LLMJudge(judge_llm, config.judge), roles_llm, config, second_judge=second)
 
 
 def build_independent_judge(config: IndependentJudgeConfig) -> Judge:
