@@ -39,6 +39,7 @@ from theraloop.train import (  # noqa: E402
 )
 from theraloop.train._policy import build_trainer  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 WORDS = ("i feel so alone lately nobody calls me that sounds really hard you are not alone "
          "it makes sense to feel this way just get over it whatever tell me more about your week").split()
 PROMPTS = ["i feel so alone lately", "nobody calls me", "i feel so alone", "tell me about your week"]
@@ -231,6 +232,20 @@ def test_a_changed_setting_does_not_resume_a_stale_checkpoint(model_dir, tmp_pat
     assert not (_run_folder(config, "dpo", "other data", state) / "checkpoint-5").exists()
 
 
+def test_the_shipped_configs_are_valid():
+    import yaml
+
+    for path in sorted((REPO / "configs/train").glob("*.yaml")):
+        config = MODPOTrainConfig.model_validate(yaml.safe_load(path.read_text()))
+        assert config.weights[config.objective_index] > 0, path
+    for path in sorted((REPO / "configs/accelerate").glob("*.yaml")):
+        settings = yaml.safe_load(path.read_text())
+        if settings["distributed_type"] == "DEEPSPEED":
+            zero = json.loads((REPO / settings["deepspeed_config"]["deepspeed_config_file"]).read_text())
+            assert zero["zero_optimization"]["stage"] in (2, 3), path
+        assert settings["num_processes"] in (1, 2, 8), path
+
+
 # --- two processes (DDP over gloo) against one -------------------------------------------------------
 
 
@@ -255,10 +270,9 @@ def test_two_processes_average_to_the_gradient_of_the_combined_batch(model_dir, 
     one = train_modpo(MODPOTrainConfig(**_sgd_settings(model_dir, tmp_path / "one", batch_size=4),
                                        weights=[0.6, 0.4]), data)
     accelerate = Path(sys.executable).parent / "accelerate"
-    # --multi_gpu selects torch's distributed launcher; with no GPU (and device: cpu) the processes use gloo.
-    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", __file__, str(model_dir), str(data),
-               str(tmp_path / "two")]
+    # The shipped CPU recipe: torch's distributed launcher, two processes, gloo (there is no GPU).
+    command = [str(accelerate), "launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"), __file__,
+               str(model_dir), str(data), str(tmp_path / "two")]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
 

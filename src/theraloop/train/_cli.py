@@ -187,6 +187,7 @@ def train_command(
         JointTrainConfig,
         MODPOTrainConfig,
         SFTTrainConfig,
+        process_state,
         train_dpo,
         train_joint,
         train_modpo,
@@ -221,40 +222,49 @@ def train_command(
     weight_values = _floats(weights, "--weights")
     objective_names = _split(objectives)
     inputs: dict[str, Any] = {"data": data}
-    training_data: Path | list[dict] = data
+    settings = {**common, "max_steps": max_steps, "seed": seed}
     if name == "sft":
-        train_config, trainer = load_config(SFTTrainConfig, config, **common, max_steps=max_steps, seed=seed), train_sft
-        training_data = _sft_records(data)
+        train_config, trainer = load_config(SFTTrainConfig, config, **settings), train_sft
     elif name == "dpo":
-        train_config, trainer = load_config(DPOTrainConfig, config, **common, beta=beta, max_steps=max_steps,
-                                            seed=seed), train_dpo
+        train_config, trainer = load_config(DPOTrainConfig, config, **settings, beta=beta), train_dpo
     elif name == "modpo":
-        train_config = load_config(MODPOTrainConfig, config, **common, beta=beta, max_steps=max_steps, seed=seed,
-                                   weights=weight_values, objective_index=objective_index)
+        train_config = load_config(MODPOTrainConfig, config, **settings, beta=beta, weights=weight_values,
+                                   objective_index=objective_index)
         if objective_names and len(objective_names) != len(train_config.weights):
             raise InputError(f"--objectives {objective_names} and weights {train_config.weights} differ in length")
         trainer = train_modpo
-        records = _modpo_records(data, objective_names, train_config.objective_index, margins, reward_models,
-                                 Path(train_config.out_dir))
-        training_data = records if records is not None else data
         inputs.update(margins=margins)
     else:
-        records, found = _joint_records(data)
+        joint_records, found = _joint_records(data)
         inferred = found if objective_names is None and "objectives" not in _config_keys(config) else None
-        train_config = load_config(JointTrainConfig, config, **common, beta=beta, max_steps=max_steps, seed=seed,
-                                   weights=weight_values, objectives=objective_names or inferred)
-        trainer, training_data = train_joint, records
+        train_config = load_config(JointTrainConfig, config, **settings, beta=beta, weights=weight_values,
+                                   objectives=objective_names or inferred)
+        trainer = train_joint
     out = Path(train_config.out_dir)
-    if isinstance(training_data, list):
-        # Converted records are written beside the adapter, so the manifest hashes exactly what was trained on.
-        write_jsonl(out / "train_data.jsonl", training_data)
-        training_data = out / "train_data.jsonl"
-        inputs["train_data"] = training_data
+    # Under `accelerate launch` every process runs this command: the main process converts the data (and
+    # computes MODPO margins, cached in OUT/margins.jsonl) first; the others then find it done.
+    state = process_state(train_config)
+    with state.main_process_first():
+        training_data: Path | list[dict] = data
+        if name == "sft":
+            training_data = _sft_records(data)
+        elif name == "modpo":
+            training_data = _modpo_records(data, objective_names, train_config.objective_index, margins,
+                                           reward_models, out) or data
+        elif name == "joint":
+            training_data = joint_records
+        if isinstance(training_data, list):
+            # Converted records are written beside the adapter, so the manifest hashes exactly what was trained on.
+            if state.is_main_process:
+                write_jsonl(out / "train_data.jsonl", training_data)
+            training_data = out / "train_data.jsonl"
+            inputs["train_data"] = training_data
     result = trainer(train_config, training_data)
-    write_manifest(out, f"train {name}", train_config, inputs=inputs, seed=train_config.seed,
-                   extra={"result": result.model_dump()})
-    typer.echo(f"{name}: {result.steps} steps, loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}, "
-               f"{result.seconds:.1f} s; wrote {out}")
+    if state.is_main_process:
+        write_manifest(out, f"train {name}", train_config, inputs=inputs, seed=train_config.seed,
+                       extra={"result": result.model_dump()})
+        typer.echo(f"{name}: {result.steps} steps, loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}, "
+                   f"{result.seconds:.1f} s; wrote {out}")
 
 
 def align_command(

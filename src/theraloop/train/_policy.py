@@ -192,10 +192,21 @@ def _load_records(data, record_type: type[BaseModel]) -> tuple[list, Path | None
 # --- model, data, arguments -----------------------------------------------------------------------
 
 
+def _on_cpu(config: PolicyTrainConfig) -> bool:
+    return config.device == "cpu" or not torch.cuda.is_available()
+
+
+def process_state(config: PolicyTrainConfig):
+    """accelerate's state for this process, as the trainer will see it (on CPU, processes talk over gloo)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=_on_cpu(config))
+
+
 def _use_bf16(config: PolicyTrainConfig) -> bool:
     if config.bf16 is not None:
         return config.bf16
-    return config.device != "cpu" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return not _on_cpu(config) and torch.cuda.is_bf16_supported()
 
 
 def _load_policy(config: PolicyTrainConfig):
@@ -295,7 +306,7 @@ def _training_args(method: Method, config: PolicyTrainConfig, folder: Path):
         bf16=_use_bf16(config), activation_checkpointing=config.gradient_checkpointing,
         logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
         save_total_limit=config.save_total_limit, report_to=config.report_to or "none",
-        seed=config.seed, data_seed=config.seed, use_cpu=config.device == "cpu", deepspeed=config.deepspeed,
+        seed=config.seed, data_seed=config.seed, use_cpu=_on_cpu(config), deepspeed=config.deepspeed,
         dataloader_pin_memory=torch.cuda.is_available(), max_length=config.max_length)
     if method == "sft":
         return SFTConfig(**common)
