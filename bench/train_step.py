@@ -1,12 +1,16 @@
-"""Benchmark: seconds per training step and peak memory, DPO vs MODPO, on the same tiny random Llama.
+"""Benchmark: seconds per training step and peak memory of the TRL trainers against the hand-written loop
+they replaced, and MODPO against DPO, on the same tiny random Llama.
 
     python bench/train_step.py                 # writes bench/results/train_step.json
 
-MODPO's extra inputs (the other objectives' reward margins) are cached in the data, so a MODPO step
-should cost the same as a DPO step: the benchmark checks that. Each run is a fresh subprocess, so peak
-RSS is per method; methods alternate over repeats so drift in machine load hits both alike. The model
-(4 layers, hidden 256) and the texts (random words, 64-token prompts, 48-token replies) are synthetic:
-step cost depends on shapes, not on content.
+"loop" is theraloop's former single-process training loop, read from git at LOOP_COMMIT (the last
+commit that had it) and run unchanged; "trl" is the current `train_dpo` / `train_modpo` (TRL's
+DPOTrainer and theraloop's MODPOTrainer on accelerate). Goals: trl within 1.2x of the loop in step time
+and peak memory, MODPO within 1.05x of DPO. MODPO's extra inputs (the other objectives' reward margins)
+are cached in the data, so a MODPO step should cost what a DPO step costs. Each run is a fresh
+subprocess, so peak RSS is per run; the four runs alternate over repeats so drift in machine load hits
+all alike. The model (4 layers, hidden 256) and the texts (random words, 64-token prompts, 48-token
+replies) are synthetic: step cost depends on shapes, not on content.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+LOOP_COMMIT = "55fb39807162be61f59652821c833f66c4686cf2"
+RUNS = [("loop", "dpo"), ("loop", "modpo"), ("trl", "dpo"), ("trl", "modpo")]
 VOCAB = [f"w{i}" for i in range(1000)]
 
 
@@ -57,23 +63,43 @@ def build_data(path: Path, pairs: int, objectives: int) -> None:
             handle.write(json.dumps(record) + "\n")
 
 
-def run_one(method: str, model: Path, data: Path, out: Path, steps: int, threads: int) -> dict:
+def _loop_module(path: Path):
+    """The removed training loop, from git, as an importable module."""
+    import importlib.util
+
+    source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{LOOP_COMMIT}:src/theraloop/train/_policy.py"],
+                            capture_output=True, text=True, check=True).stdout
+    path.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("theraloop_loop_policy", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the configs' annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_one(trainer: str, method: str, model: Path, data: Path, out: Path, steps: int, threads: int) -> dict:
     """One training run in this process (called in a subprocess by main)."""
     import torch
 
-    from theraloop.train import DPOTrainConfig, MODPOTrainConfig, train_dpo, train_modpo
+    if trainer == "loop":
+        policy = _loop_module(out.with_suffix(".loop.py"))
+    else:
+        from theraloop.train import _policy as policy
 
     torch.set_num_threads(threads)
     settings = {"model": str(model), "out_dir": str(out), "max_steps": steps, "batch_size": 4, "beta": 0.1,
-                "learning_rate": 1e-4, "lora_r": 8, "lora_alpha": 16, "max_length": 128, "max_prompt_length": 64}
+                "learning_rate": 1e-4, "lora_r": 8, "lora_alpha": 16, "max_length": 128, "max_prompt_length": 64,
+                "device": "cpu"}
     if method == "dpo":
-        result = train_dpo(DPOTrainConfig(**settings), data)
+        result = policy.train_dpo(policy.DPOTrainConfig(**settings), data)
     else:
-        result = train_modpo(MODPOTrainConfig(**settings, weights=[0.5, 0.3, 0.2], objective_index=0), data)
+        result = policy.train_modpo(policy.MODPOTrainConfig(**settings, weights=[0.5, 0.3, 0.2], objective_index=0),
+                                    data)
     log = json.loads((out / "train_log.json").read_text())
     step_seconds = [entry["seconds"] for entry in log["steps"][1:]]  # step 1 includes lazy initialisation
-    return {"method": method, "steps": result.steps, "median_step_seconds": statistics.median(step_seconds),
-            "step_seconds": step_seconds, "setup_seconds": log["setup_seconds"], "peak_rss_mb": result.peak_rss_mb,
+    return {"trainer": trainer, "method": method, "steps": result.steps,
+            "median_step_seconds": statistics.median(step_seconds), "step_seconds": step_seconds,
+            "setup_seconds": log["setup_seconds"], "peak_rss_mb": result.peak_rss_mb,
             "first_loss": result.losses[0], "last_loss": result.losses[-1]}
 
 
@@ -84,11 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on shared cores)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "train_step.json")
-    parser.add_argument("--one", nargs=4, metavar=("METHOD", "MODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=5, metavar=("TRAINER", "METHOD", "MODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        method, model, data, out = args.one
-        print(json.dumps(run_one(method, Path(model), Path(data), Path(out), args.steps, args.threads)))
+        trainer, method, model, data, out = args.one
+        print(json.dumps(run_one(trainer, method, Path(model), Path(data), Path(out), args.steps, args.threads)))
         return {}
 
     from theraloop.io import write_json
@@ -101,34 +127,55 @@ def main(argv: list[str] | None = None) -> dict:
         build_data(tmp / "pairs.jsonl", args.pairs, objectives=3)
         runs = []
         for repeat in range(args.repeats):
-            for method in ("dpo", "modpo"):
+            for trainer, method in RUNS:
                 command = [sys.executable, __file__, "--steps", str(args.steps), "--threads", str(args.threads),
-                           "--one", method, str(tmp / "model"), str(tmp / "pairs.jsonl"), str(tmp / f"{method}{repeat}")]
+                           "--one", trainer, method, str(tmp / "model"), str(tmp / "pairs.jsonl"),
+                           str(tmp / f"{trainer}-{method}{repeat}")]
                 output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
                 runs.append(json.loads(output.strip().splitlines()[-1]))
-                print(f"{method} run {repeat + 1}: {runs[-1]['median_step_seconds']:.3f} s/step, "
+                print(f"{trainer} {method} run {repeat + 1}: {runs[-1]['median_step_seconds']:.3f} s/step, "
                       f"peak RSS {runs[-1]['peak_rss_mb']:.0f} MB")
 
-    summary = {}
-    for method in ("dpo", "modpo"):
-        mine = [run for run in runs if run["method"] == method]
-        summary[method] = {
+    summary: dict = {}
+    for trainer, method in RUNS:
+        mine = [run for run in runs if (run["trainer"], run["method"]) == (trainer, method)]
+        summary[f"{trainer}_{method}"] = {
             "median_step_seconds": statistics.median(s for run in mine for s in run["step_seconds"]),
             "median_setup_seconds": statistics.median(run["setup_seconds"] for run in mine),
             "peak_rss_mb": max(run["peak_rss_mb"] for run in mine),
+            "first_loss": mine[0]["first_loss"],
         }
-    summary["modpo_over_dpo_step_time"] = summary["modpo"]["median_step_seconds"] / summary["dpo"]["median_step_seconds"]
+
+    def ratio(numerator: str, denominator: str, key: str) -> float:
+        return summary[numerator][key] / summary[denominator][key]
+
+    ratios = {
+        "trl_over_loop_step_time_dpo": ratio("trl_dpo", "loop_dpo", "median_step_seconds"),
+        "trl_over_loop_step_time_modpo": ratio("trl_modpo", "loop_modpo", "median_step_seconds"),
+        "trl_over_loop_peak_rss_dpo": ratio("trl_dpo", "loop_dpo", "peak_rss_mb"),
+        "trl_over_loop_peak_rss_modpo": ratio("trl_modpo", "loop_modpo", "peak_rss_mb"),
+        "modpo_over_dpo_step_time_trl": ratio("trl_modpo", "trl_dpo", "median_step_seconds"),
+        "modpo_over_dpo_peak_rss_trl": ratio("trl_modpo", "trl_dpo", "peak_rss_mb"),
+    }
+    goals = {"trl_over_loop": 1.2, "modpo_over_dpo": 1.05}
     result = {
-        "benchmark": "seconds per training step and peak RSS, DPO vs MODPO (cached margins), LoRA r=8",
+        "benchmark": "seconds per training step and peak RSS: TRL trainers vs the removed loop, MODPO vs DPO, "
+                     "LoRA r=8, CPU",
         "command": "python bench/train_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "loop_commit": LOOP_COMMIT,
         "model": "random LlamaForCausalLM: 4 layers, hidden 256, intermediate 512, vocab 1004",
         "batch": "4 pairs (8 sequences of 112 tokens: 64 prompt + 47 reply + EOS)",
         "objectives": 3, "steps_per_run": args.steps, "repeats": args.repeats, "torch_threads": args.threads,
+        "ratios": ratios, "goals": goals,
+        "goals_met": {name: value <= goals["trl_over_loop" if name.startswith("trl") else "modpo_over_dpo"]
+                      for name, value in ratios.items()},
         "summary": summary, "runs": runs, "cpu_count": os.cpu_count(), "load_average_before": load_before,
         "load_average_after": os.getloadavg(), "platform": platform.platform(), "versions": package_versions(),
     }
     write_json(args.out, result)
-    print(f"MODPO / DPO step time: {summary['modpo_over_dpo_step_time']:.3f}; wrote {args.out}")
+    for name, value in ratios.items():
+        print(f"{name}: {value:.3f}")
+    print(f"wrote {args.out}")
     return result
 
 

@@ -186,6 +186,26 @@ def test_dpo_is_trls_own_loss_and_modpo_at_zero_margins_equals_it(model_dir, tmp
     _assert_same(_trl_loss_and_grads(modpo), trl_dpo)
 
 
+def test_sft_trainer_matches_the_reference_token_mean_nll(model_dir, tmp_path):
+    from theraloop.train import SFTTrainConfig
+
+    config = SFTTrainConfig(**{key: value for key, value in _settings(model_dir, tmp_path).items() if key != "beta"})
+    trainer = build_trainer("sft", config, [{"prompt": p, "completion": c} for p, c in zip(PROMPTS, CHOSEN,
+                                                                                             strict=True)])
+    _perturb_lora(trainer.model, seed=4)
+    got = _trl_loss_and_grads(trainer)
+
+    def reference():  # the removed loop: summed completion log-probs over the number of completion tokens
+        tokenizer = trainer.processing_class
+        logps = _reference_logps(trainer.model, tokenizer, PROMPTS, CHOSEN, config.max_length, config.max_prompt_length)
+        tokens = sum(min(len(tokenizer(c, add_special_tokens=False)["input_ids"]) + 1,
+                         config.max_length - min(len(tokenizer(p)["input_ids"]), config.max_prompt_length))
+                     for p, c in zip(PROMPTS, CHOSEN, strict=True))
+        return -logps.sum() / tokens
+
+    _assert_same(got, _loss_and_grads(trainer, reference))
+
+
 def test_a_killed_run_resumes_from_its_last_checkpoint(model_dir, tmp_path, monkeypatch):
     from transformers import TrainerCallback
 

@@ -1,5 +1,5 @@
 """Alignment training: preference losses as pure functions, per-criterion reward models, LoRA soups,
-SFT/DPO/MODPO/joint trainers.
+SFT/DPO/MODPO/joint trainers on TRL (`MODPOTrainer`, `JointDPOTrainer`: DPOTrainer subclasses).
 
 The losses need only torch; the soup and the trainers also need transformers and peft
 (`pip install theraloop[train]`).
@@ -15,11 +15,13 @@ from typing import Any
 _EXPORTS = {
     "AlignConfig": "theraloop.train._pipeline",
     "AlignSummary": "theraloop.train._pipeline",
+    "build_trainer": "theraloop.train._policy",
     "bradley_terry_loss": "theraloop.train._reward",
     "compute_margins": "theraloop.train._reward",
     "dpo_loss": "theraloop.train._losses",
     "dpo_margin": "theraloop.train._losses",
     "DPOTrainConfig": "theraloop.train._policy",
+    "JointDPOTrainer": "theraloop.train._trl",
     "joint_dpo_loss": "theraloop.train._losses",
     "JointPair": "theraloop.train._policy",
     "JointTrainConfig": "theraloop.train._policy",
@@ -27,6 +29,7 @@ _EXPORTS = {
     "make_soup": "theraloop.train._pipeline",
     "modpo_loss": "theraloop.train._losses",
     "MODPOPair": "theraloop.train._policy",
+    "MODPOTrainer": "theraloop.train._trl",
     "MODPOTrainConfig": "theraloop.train._policy",
     "pair_key": "theraloop.train._reward",
     "PairMargins": "theraloop.train._reward",
@@ -34,6 +37,7 @@ _EXPORTS = {
     "peak_rss_mb": "theraloop.train._policy",
     "PolicySettings": "theraloop.train._pipeline",
     "PolicyTrainConfig": "theraloop.train._policy",
+    "PretokenizedDPOTrainer": "theraloop.train._trl",
     "PreferencePair": "theraloop.train._policy",
     "read_pairs": "theraloop.train._reward",
     "reward_input": "theraloop.train._reward",

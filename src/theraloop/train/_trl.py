@@ -61,8 +61,9 @@ def preference_row(encode: Encoder, prompt: str, chosen: str, rejected: str) -> 
 
 def joint_row(encode: Encoder, eos_id: int, prompt: str, pairs: dict[int, tuple[str, str]],
               n_objectives: int) -> dict[str, Any]:
-    """One prompt's pairs, one slot per objective. An objective without a pair gets a one-token placeholder
-    that `mask` excludes from the loss, so every row has the same shape (B, K) after collation."""
+    """One prompt's pairs, one slot per objective, so every row has the same shape (B, K) after collation.
+    An objective without a pair gets EOS as both chosen and rejected (its h is exactly 0) and `mask` also
+    excludes it from the loss."""
     prompt_ids = encode(prompt, "")[0]
     chosen, rejected = [[eos_id]] * n_objectives, [[eos_id]] * n_objectives
     for k, (chosen_text, rejected_text) in pairs.items():
