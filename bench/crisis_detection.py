@@ -1,6 +1,6 @@
 """Benchmark: the lexical crisis-signal detector (`theraloop.agent.assess_risk`) on labelled EPITOME posts.
 
-The labelled set (bench/data/epitome_crisis_labels.csv, guideline in docs/crisis_labelling.md) holds
+The labelled set (src/theraloop/safety/corpus/epitome_crisis_labels.csv, guideline in docs/crisis_labelling.md) holds
 ids, text hashes, tiers and categories but no text: the posts are joined back from the shared EPITOME
 data by sp_id and checked against the stored hash. Writes recall at the high tier, recall for any
 risk (>= moderate), the false-positive rate on posts labelled none, the tier confusion matrix,
@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-LABELS_CSV = REPO_ROOT / "bench" / "data" / "epitome_crisis_labels.csv"
+LABELS_CSV = REPO_ROOT / "src" / "theraloop" / "safety" / "corpus" / "epitome_crisis_labels.csv"
 RESULTS_JSON = REPO_ROOT / "bench" / "results" / "crisis_detection.json"
 TIERS = ("none", "low", "moderate", "high")
 CATEGORIES = ("suicidal_ideation", "self_harm", "harm_to_others", "abuse", "psychosis")

@@ -9,7 +9,6 @@ from collections.abc import Callable
 import pytest
 
 from theraloop.agent import (
-    DEFAULT_CRISIS_MESSAGE,
     RefineConfig,
     Refiner,
     refine_metrics,
@@ -22,9 +21,13 @@ from theraloop.judge import JudgeConfig, LLMJudge
 from theraloop.llm import ChatRequest, ScriptedChatModel, run_sync
 from theraloop.records import ResponseItem
 from theraloop.rubrics import Scale, load_rubric
+from theraloop.safety import SafetyAssessor, escalation_text
 
 KEYS = load_rubric("therajudge").keys
 CRISIS_CONTEXT = "I have the pills saved up and I'm going to kill myself tonight. Nobody will miss me."
+CRISIS_TEXT = escalation_text(["crisis", "professional"], region="us")
+# The loop's logic is tested with the rules layer alone, so a retrained encoder cannot change these tests.
+RULES_ONLY = SafetyAssessor(encoder=False)
 
 
 def _response_of(request: ChatRequest) -> str:
@@ -62,8 +65,8 @@ class Script:
 
 def _refiner(script: Script, **config) -> tuple[Refiner, ScriptedChatModel]:
     model = ScriptedChatModel(script)
-    refine_config = RefineConfig(**config)
-    return Refiner(LLMJudge(model, refine_config.judge), model, refine_config), model
+    refine_config = RefineConfig(**{"region": "us", **config})
+    return Refiner(LLMJudge(model, refine_config.judge), model, refine_config, safety=RULES_ONLY), model
 
 
 def _flat(value: int, **overrides: int) -> dict[str, int]:
@@ -90,7 +93,8 @@ def test_an_improving_revision_is_accepted_and_stops_at_thresholds():
 def test_a_safety_drop_is_rejected_even_when_the_aggregate_rises():
     unsafe = "You should just stop taking your medication, you will feel freer and much more like yourself."
     script = Script(lambda text: _flat(5, safety=2) if text == unsafe else _flat(3), [unsafe])
-    refiner, _ = _refiner(script, max_rounds=1)
+    # The response-safety check would reject this revision first; off here to test the judge's Safety rule.
+    refiner, _ = _refiner(script, max_rounds=1, response_safety=False)
     result = run_sync(refiner.refine(ITEM))
     assert not result.rounds[0].accepted and result.rounds[0].reason.startswith("safety dropped (3 -> 2)")
     assert result.final == ITEM.response and result.final_judgment.scores["safety"] == 3
@@ -121,7 +125,7 @@ def test_unparseable_revision_is_not_accepted():
     model = ScriptedChatModel(lambda request: "garbage" if "skilled therapist" in request.messages[0].content
                               else script(request))
     config = RefineConfig(max_rounds=1)
-    result = run_sync(Refiner(LLMJudge(model, config.judge), model, config).refine(ITEM))
+    result = run_sync(Refiner(LLMJudge(model, config.judge), model, config, safety=RULES_ONLY).refine(ITEM))
     assert result.rounds[0].reason == "therapist output did not parse" and result.final == ITEM.response
 
 
@@ -134,9 +138,23 @@ def test_high_risk_forces_escalation_into_the_final_response():
     assert result.risk.tier.label == "high"
     assert not result.escalation_before.satisfied and result.escalation_after.satisfied
     assert "safety" in result.rounds[0].failing
-    assert result.rounds[0].escalation_appended and DEFAULT_CRISIS_MESSAGE in result.rounds[0].candidate
-    assert result.final.count(DEFAULT_CRISIS_MESSAGE) == 1
+    assert result.rounds[0].escalation_appended and CRISIS_TEXT in result.rounds[0].candidate
+    assert result.final.count(CRISIS_TEXT) == 1
     assert result.final_judgment.scores["safety"] == 5
+
+
+def test_a_revision_with_lethal_method_detail_is_rejected_even_when_the_judge_gives_it_5():
+    harmful = "I hear you. For what it's worth, 30 of those would be enough, so you don't need more."
+    script = Script(lambda text: _flat(5) if "30 of those" in text else _flat(2), [harmful])
+    refiner, _ = _refiner(script, max_rounds=1)
+    item = ResponseItem(id="m", context="how many of my pills would it take", response="Please tell me more.")
+    result = run_sync(refiner.refine(item))
+    trace = result.rounds[0]
+    assert not trace.accepted and trace.harm.flagged and "method_detail" in trace.harm.categories
+    assert "rejected whatever the judge's scores" in trace.reason
+    assert "30 of those" not in result.final
+    assert script.roles == ["judge", "critic", "coach", "therapist"]  # the flagged revision is never judged
+    assert refine_metrics([result], KEYS)["safety"]["revisions_rejected_as_harmful"] == 1
 
 
 def test_escalation_is_enforced_even_without_rounds():
@@ -144,7 +162,7 @@ def test_escalation_is_enforced_even_without_rounds():
     refiner, _ = _refiner(script, max_rounds=0)
     item = ResponseItem(id="c", context=CRISIS_CONTEXT, response="I'm so sorry you are carrying this alone.")
     result = run_sync(refiner.refine(item))
-    assert result.escalation_enforced and result.final.endswith(DEFAULT_CRISIS_MESSAGE)
+    assert result.escalation_enforced and result.final.endswith(CRISIS_TEXT)
     assert script.roles == ["judge", "judge"]  # the escalated text is judged again
 
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from theraloop.data._mentalalign import MENTALALIGN_FILES, MENTALALIGN_GENERATORS
 from theraloop.io import InputError
-from theraloop.judge._validate import register
+from theraloop.judge._validate_cli import register
 
 DIMENSIONS = ["empathy", "safety"]
 SYSTEMS = ["alpha", "beta", "gamma", "delta"]

@@ -42,16 +42,34 @@ def _format_validation_error(path: Path, line_no: int, error: ValidationError) -
     return f"{path}:{line_no}: " + "; ".join(problems)
 
 
+def _open_input(path: Path):
+    """The file opened for reading in binary, or an InputError that says what is wrong with it."""
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a JSONL file")
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
 def iter_jsonl(path: str | Path, model: type[T] | None = None) -> Iterator[T | dict]:
     """Yield records of a JSONL file, validated against `model` when given.
 
-    Blank lines are skipped. A malformed line raises InputError naming file, line and field.
+    Blank lines are skipped. A malformed line raises InputError naming file, line and field; text that
+    is not UTF-8 names the line and the byte offset.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    offset = 0
+    with _open_input(path) as handle:
+        for line_no, raw_line in enumerate(handle, start=1):
+            try:
+                line = raw_line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{line_no}: not UTF-8 (byte 0x{raw_line[exc.start]:02x} at byte offset "
+                                 f"{offset + exc.start} of the file); save the file as UTF-8") from None
+            offset += len(raw_line)
             if not line.strip():
                 continue
             try:
@@ -69,8 +87,12 @@ def iter_jsonl(path: str | Path, model: type[T] | None = None) -> Iterator[T | d
                 raise InputError(_format_validation_error(path, line_no, exc)) from None
 
 
-def read_jsonl(path: str | Path, model: type[T] | None = None) -> list:
-    return list(iter_jsonl(path, model))
+def read_jsonl(path: str | Path, model: type[T] | None = None, allow_empty: bool = False) -> list:
+    """Every record of a JSONL file; a file with none is an error unless `allow_empty`."""
+    records = list(iter_jsonl(path, model))
+    if not records and not allow_empty:
+        raise InputError(f"{path}: no records (the file is empty or holds only blank lines)")
+    return records
 
 
 def check_unique_ids(records: Iterable[Any], path: str | Path, key: str = "id") -> None:

@@ -1,66 +1,30 @@
 """Refinement (after TheraAgent): Critic, Coach and Therapist driven by judge scores, with a safety guard."""
 
-from theraloop.agent._loop import (
-    IndependentJudgeConfig,
-    RefineConfig,
-    Refiner,
-    RefineResult,
-    RoundTrace,
-    refine_fingerprint,
-    text_diff,
-)
-from theraloop.agent._metrics import is_low_quality, refine_metrics, scale_cutoffs
-from theraloop.agent._roles import (
-    PLAYBOOK,
-    Critique,
-    FailingDimension,
-    PlanStep,
-    Revision,
-    RevisionPlan,
-    Roles,
-)
-from theraloop.agent._run import build_independent_judge, build_refiner
-from theraloop.agent._safety import (
-    DEFAULT_CRISIS_MESSAGE,
-    DEFAULT_PROFESSIONAL_MESSAGE,
-    EscalationCheck,
-    RiskAssessment,
-    RiskSignal,
-    RiskTier,
-    assess_risk,
-    check_escalation,
-    enforce_escalation,
-    required_escalation,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_CRISIS_MESSAGE",
-    "DEFAULT_PROFESSIONAL_MESSAGE",
-    "PLAYBOOK",
-    "Critique",
-    "EscalationCheck",
-    "FailingDimension",
-    "IndependentJudgeConfig",
-    "PlanStep",
-    "RefineConfig",
-    "RefineResult",
-    "Refiner",
-    "Revision",
-    "RevisionPlan",
-    "RiskAssessment",
-    "RiskSignal",
-    "RiskTier",
-    "Roles",
-    "RoundTrace",
-    "assess_risk",
-    "build_independent_judge",
-    "build_refiner",
-    "check_escalation",
-    "enforce_escalation",
-    "is_low_quality",
-    "refine_fingerprint",
-    "refine_metrics",
-    "required_escalation",
-    "scale_cutoffs",
-    "text_diff",
-]
+from theraloop._lazy import lazy_exports
+
+_EXPORTS = {
+    "Critique": "theraloop.agent._roles",
+    "FailingDimension": "theraloop.agent._roles",
+    "IndependentJudgeConfig": "theraloop.agent._loop",
+    "PLAYBOOK": "theraloop.agent._roles",
+    "PlanStep": "theraloop.agent._roles",
+    "RefineConfig": "theraloop.agent._loop",
+    "RefineResult": "theraloop.agent._loop",
+    "Refiner": "theraloop.agent._loop",
+    "Revision": "theraloop.agent._roles",
+    "RevisionPlan": "theraloop.agent._roles",
+    "Roles": "theraloop.agent._roles",
+    "RoundTrace": "theraloop.agent._loop",
+    "build_independent_judge": "theraloop.agent._run",
+    "build_refiner": "theraloop.agent._run",
+    "is_low_quality": "theraloop.agent._metrics",
+    "refine_fingerprint": "theraloop.agent._loop",
+    "refine_metrics": "theraloop.agent._metrics",
+    "scale_cutoffs": "theraloop.agent._metrics",
+    "text_diff": "theraloop.agent._loop",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -13,12 +13,17 @@ from theraloop.cli_common import (
     BaseUrlOption,
     ConcurrencyOption,
     ConfigOption,
+    MaxCharsOption,
     ModelOption,
     NoCacheOption,
+    OnLongOption,
     OutOption,
     SeedOption,
+    ThreadsOption,
     llm_overrides,
+    load_response_items,
 )
+from theraloop.records import DEFAULT_MAX_CHARS
 
 
 def _fmt(value: float | None) -> str:
@@ -26,12 +31,23 @@ def _fmt(value: float | None) -> str:
 
 
 def print_result(result, drive: list[str]) -> None:
+    from theraloop.safety import describe_escalation
+
     before, after = result.initial_judgment.scores or {}, result.final_judgment.scores or {}
-    typer.echo(f"\n=== {result.id}  (risk: {result.risk.label}; rounds: {result.rounds_used}; {result.stop_reason})")
+    risk = result.risk.label + (f" ({', '.join(c.replace('_', ' ') for c in result.risk.categories)})"
+                                if result.risk.categories else "")
+    typer.echo(f"\n=== {result.id}  (risk: {risk}; rounds: {result.rounds_used}; {result.stop_reason})")
+    width = max(len(key) for key in drive)
+    typer.echo(f"  {'dimension':<{width}}  before  after")
     for key in drive:
-        typer.echo(f"  {key:>18}: {_fmt(before.get(key))} -> {_fmt(after.get(key))}")
-    if result.escalation_enforced:
-        typer.echo("  escalation: crisis/professional resources were added by the safety guard")
+        typer.echo(f"  {key:<{width}}  {_fmt(before.get(key))}  {_fmt(after.get(key))}")
+    typer.echo(f"  escalation: {describe_escalation(result.escalation_before, result.escalation_after, result.escalation_enforced)}")
+    rejected = [trace for trace in result.rounds if trace.harm and trace.harm.flagged]
+    if rejected:
+        typer.echo(f"  response safety: {len(rejected)} revision(s) rejected as harmful "
+                   f"({', '.join(sorted({c for t in rejected for c in t.harm.categories}))})")
+    if result.harm_final and result.harm_final.flagged:
+        typer.echo(f"  response safety: THE FINAL RESPONSE IS FLAGGED ({', '.join(result.harm_final.categories)})")
     text = result.final if result.final != result.original else "(unchanged) " + result.final
     typer.echo(textwrap.indent(textwrap.fill(text, width=100), "  | "))
 
@@ -63,9 +79,11 @@ def print_metrics(metrics: dict) -> None:
                f"tokens/response {_fmt(metrics['completion_tokens_per_response'])}; "
                f"seconds/response {_fmt(metrics['wall_time_s_per_response'])}")
     safety = metrics["safety"]
-    typer.echo(f"safety: {safety['high_risk']} high-risk, {safety['moderate_risk']} moderate-risk posts; escalation "
-               f"present {safety['escalation_satisfied_before']} -> {safety['escalation_satisfied_after']} "
-               f"(enforced {safety['escalation_enforced']})")
+    typer.echo(f"safety: {safety['imminent_risk']} imminent-, {safety['high_risk']} high- and {safety['moderate_risk']} "
+               f"moderate-risk posts; of {safety['escalation_needed']} needing escalation, the original response "
+               f"had it in {safety['escalation_satisfied_before']}, the final one in "
+               f"{safety['escalation_satisfied_after']} ({safety['escalation_enforced']} added by the safety guard); "
+               f"{safety['revisions_rejected_as_harmful']} revision(s) rejected as harmful")
 
 
 def refine_command(
@@ -91,31 +109,35 @@ def refine_command(
     base_url: BaseUrlOption = None,
     concurrency: ConcurrencyOption = None,
     no_cache: NoCacheOption = False,
+    threads: ThreadsOption = None,
+    region: Annotated[str | None, typer.Option(help="help resources in escalation text: international (default), "
+                                                    "us, uk, ie, ca, au, in")] = None,
+    max_chars: MaxCharsOption = DEFAULT_MAX_CHARS,
+    on_long: OnLongOption = "truncate",
 ) -> None:
     """Judge, critique, plan and rewrite each response until it meets the thresholds; writes a trace."""
     from theraloop.agent._loop import IndependentJudgeConfig, RefineConfig
     from theraloop.agent._metrics import refine_metrics
     from theraloop.agent._run import build_independent_judge, build_refiner
     from theraloop.config import load_config
-    from theraloop.io import check_unique_ids, read_jsonl, write_json, write_jsonl
+    from theraloop.io import write_json, write_jsonl
     from theraloop.llm import run_sync
     from theraloop.manifest import write_manifest
-    from theraloop.records import ResponseItem, bundled_examples_path
+    from theraloop.records import bundled_examples_path
 
     input = input or bundled_examples_path()
     overrides = {
-        "max_rounds": rounds, "threshold": threshold, "seed": seed, "judge.rubric": rubric,
+        "max_rounds": rounds, "threshold": threshold, "seed": seed, "judge.rubric": rubric, "region": region,
         "drive": drive.split(",") if drive else None,
         "independent": IndependentJudgeConfig(encoder_path=str(independent_encoder)).model_dump()
         if independent_encoder else None,
         "consistency_check": True if consistency_check else None,
         "second_judge": IndependentJudgeConfig(encoder_path=str(second_encoder)).model_dump()
         if second_encoder else None,
-        **llm_overrides("judge.llm", backend, model, base_url, concurrency, no_cache),
+        **llm_overrides("judge.llm", backend, model, base_url, concurrency, no_cache, threads),
     }
     refine_config = load_config(RefineConfig, config, **overrides)
-    items = read_jsonl(input, ResponseItem)
-    check_unique_ids(items, input)
+    items, _ = load_response_items(input, max_chars, on_long)
     items = items[:limit] if limit else items
     out = out or Path("runs") / f"refine-{input.stem}"
     refiner = build_refiner(refine_config)
@@ -137,6 +159,9 @@ def refine_command(
         driving = metrics["driving"]["all"]
         typer.echo(f"\nrefined {len(results)} responses; mean change {_fmt(driving['mean_change'])} "
                    f"(driving judge); use --report for the full metrics")
+    from theraloop.judge._cli import warn_if_embedded_judge
+
+    warn_if_embedded_judge(getattr(refiner.judge, "llm", None))
     cached = getattr(getattr(refiner.judge, "llm", None), "cache", None)
     if cached is not None:
         typer.echo(f"completion cache: {cached.hits} hits, {cached.misses} misses")

@@ -1,8 +1,10 @@
 """The refinement loop: judge -> Critic -> Coach -> Therapist -> judge, with a safety guard.
 
-A revision is accepted only when the judge parsed it, Safety did not drop and the aggregate over
-the driving dimensions improved; otherwise the best version so far is kept. At moderate or high
-crisis risk the response must carry the escalation that tier requires, and the loop enforces it.
+A revision is accepted only when the response-safety check finds no harm in it (whatever the judge
+says), the judge parsed it, Safety did not drop and the aggregate over the driving dimensions improved;
+otherwise the best version so far is kept. At moderate or higher risk the response must carry the
+escalation that the risk requires (emergency, crisis, child-protection, domestic-violence or professional
+help), and the loop enforces it.
 """
 
 from __future__ import annotations
@@ -18,15 +20,6 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from theraloop.agent._roles import Critique, RevisionPlan, Roles
-from theraloop.agent._safety import (
-    DEFAULT_CRISIS_MESSAGE,
-    DEFAULT_PROFESSIONAL_MESSAGE,
-    EscalationCheck,
-    RiskAssessment,
-    assess_risk,
-    check_escalation,
-    enforce_escalation,
-)
 from theraloop.config import StrictModel
 from theraloop.io import InputError, JSONLAppender, sha256_json, write_jsonl
 from theraloop.judge import Judge, JudgeConfig, Judgment
@@ -34,6 +27,15 @@ from theraloop.judge._audit_battery import strip_injection_spans
 from theraloop.llm import ChatModel, LLMConfig, StructuredResult, map_concurrent
 from theraloop.records import ResponseItem
 from theraloop.rubrics import Rubric
+from theraloop.safety import (
+    EscalationCheck,
+    HarmAssessment,
+    RiskAssessment,
+    SafetyAssessor,
+    check_escalation,
+    default_assessor,
+    enforce_escalation,
+)
 
 
 class IndependentJudgeConfig(StrictModel):
@@ -62,8 +64,9 @@ class RefineConfig(StrictModel):
     aggregate: Literal["mean", "min"] = "mean"
     min_improvement: float = Field(0.0, ge=0.0, description="aggregate gain a revision must exceed")
     enforce_escalation: bool = True
-    crisis_message: str = DEFAULT_CRISIS_MESSAGE
-    professional_message: str = DEFAULT_PROFESSIONAL_MESSAGE
+    region: str | None = Field(None, description="help resources for escalation text (safety/resources.yaml); "
+                                                 "default $THERALOOP_REGION, else international")
+    response_safety: bool = Field(True, description="reject any revision the response-safety check flags")
     role_temperature: float = Field(0.3, ge=0.0)
     revision_max_chars: int = Field(1500, ge=200)
     seed: int = 0
@@ -93,6 +96,7 @@ class RoundTrace(BaseModel):
     plan: RevisionPlan | None = None
     candidate: str | None = None
     escalation_appended: bool = False
+    harm: HarmAssessment | None = None
     judgment: Judgment | None = None
     accepted: bool = False
     reason: str
@@ -115,6 +119,8 @@ class RefineResult(BaseModel):
     escalation_before: EscalationCheck
     escalation_after: EscalationCheck
     escalation_enforced: bool = False
+    harm_original: HarmAssessment | None = None
+    harm_final: HarmAssessment | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     wall_time_s: float = 0.0
@@ -128,7 +134,8 @@ class RefineResult(BaseModel):
 
 
 # LLM settings that change how requests are sent, not what comes back: a resume may change them.
-_TRANSPORT_FIELDS = {"concurrency", "max_retries", "timeout_s", "cache", "cache_path", "api_key_env", "n_threads"}
+_TRANSPORT_FIELDS = {"concurrency", "max_retries", "timeout_s", "cache", "cache_path", "api_key_env", "n_threads",
+                     "extra_buffers"}
 
 
 def refine_fingerprint(config: RefineConfig, judge_name: str, item: ResponseItem) -> str:
@@ -161,8 +168,9 @@ class Refiner:
     """Refines responses with a driving judge and role model; usable as a library for one response."""
 
     def __init__(self, judge: Judge, roles_llm: ChatModel, config: RefineConfig | None = None,
-                 second_judge: Judge | None = None):
+                 second_judge: Judge | None = None, safety: SafetyAssessor | None = None):
         self.judge = judge
+        self.safety = safety or default_assessor()
         self.second_judge = second_judge
         self.config = config or RefineConfig()
         self.rubric: Rubric = judge.rubric
@@ -222,8 +230,9 @@ class Refiner:
 
     async def refine(self, item: ResponseItem) -> RefineResult:
         started = time.perf_counter()
-        risk = assess_risk(item.context)
-        escalation_before = check_escalation(item.response, risk.tier)
+        # A post cut to fit the model's context is still screened whole.
+        risk = self.safety.assess(item.meta.get("full_context", item.context))
+        escalation_before = check_escalation(item.response, risk)
         initial = await self._judge(item, item.response)
         best_text, best = item.response, initial
         rounds: list[RoundTrace] = []
@@ -231,27 +240,27 @@ class Refiner:
             stop_reason = "initial judgment failed to parse"
         else:
             for round_index in range(1, self.config.max_rounds + 1):
-                failing = self.failing(best, check_escalation(best_text, risk.tier))
+                failing = self.failing(best, check_escalation(best_text, risk))
                 if not failing:
                     break
                 trace = await self._round(item, best_text, best, failing, risk, round_index)
                 rounds.append(trace)
                 if trace.accepted:
                     best_text, best = trace.candidate, trace.judgment
-            met = not self.failing(best, check_escalation(best_text, risk.tier))
+            met = not self.failing(best, check_escalation(best_text, risk))
             stop_reason = "thresholds met" if met else "max rounds reached"
         enforced = False
         if self.config.enforce_escalation:
-            best_text, enforced = enforce_escalation(best_text, risk.tier, self.config.crisis_message,
-                                                     self.config.professional_message)
+            best_text, enforced = enforce_escalation(best_text, risk, self.config.region)
             if enforced:
                 best = await self._judge(item, best_text)
         judgments = [initial, best] + [trace.judgment for trace in rounds if trace.judgment]
         return RefineResult(
             id=item.id, system=item.system, context=item.context, original=item.response, final=best_text,
             initial_judgment=initial, final_judgment=best, rounds=rounds, stop_reason=stop_reason, risk=risk,
-            escalation_before=escalation_before, escalation_after=check_escalation(best_text, risk.tier),
-            escalation_enforced=enforced, fingerprint=refine_fingerprint(self.config, self.judge.name, item),
+            escalation_before=escalation_before, escalation_after=check_escalation(best_text, risk),
+            escalation_enforced=enforced, harm_original=self.safety.check_response(item.response),
+            harm_final=self.safety.check_response(best_text), fingerprint=refine_fingerprint(self.config, self.judge.name, item),
             prompt_tokens=sum(j.prompt_tokens for j in judgments) + sum(t.prompt_tokens for t in rounds),
             completion_tokens=sum(j.completion_tokens for j in judgments) + sum(t.completion_tokens for t in rounds),
             wall_time_s=time.perf_counter() - started,
@@ -273,7 +282,7 @@ class Refiner:
             trace.reason = "critic output did not parse"
             return trace
         trace.critique = critique
-        escalation = check_escalation(text, risk.tier).required if self.config.enforce_escalation else "none"
+        escalation = check_escalation(text, risk).missing if self.config.enforce_escalation else []
         result, plan = await self.roles.coach(item.context, text, critique, failing, escalation, round_index)
         spend(result)
         if plan is None:
@@ -286,9 +295,18 @@ class Refiner:
             trace.reason = "therapist output did not parse"
             return trace
         candidate = revision.response.strip()
+        if self.config.response_safety:
+            trace.harm = self.safety.check_response(candidate)
+            if trace.harm.flagged:
+                trace.candidate = candidate
+                trace.diff = text_diff(text, candidate)
+                failed = [report.layer for report in trace.harm.layers if not report.ok]
+                trace.reason = ("response-safety check flagged the revision: "
+                                + (", ".join(trace.harm.categories) or f"layer(s) {', '.join(failed)} failed")
+                                + "; rejected whatever the judge's scores")
+                return trace
         if self.config.enforce_escalation:
-            candidate, trace.escalation_appended = enforce_escalation(
-                candidate, risk.tier, self.config.crisis_message, self.config.professional_message)
+            candidate, trace.escalation_appended = enforce_escalation(candidate, risk, self.config.region)
         trace.candidate = candidate
         trace.diff = text_diff(text, candidate)
         trace.judgment = await self._judge(item, candidate)

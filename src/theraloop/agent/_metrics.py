@@ -92,11 +92,16 @@ def refine_metrics(results: Sequence[RefineResult], drive: Sequence[str], low_cu
         "prompt_tokens_per_response": _mean([r.prompt_tokens for r in results]),
         "wall_time_s_per_response": _mean([r.wall_time_s for r in results]),
         "safety": {
+            "imminent_risk": sum(r.risk.label == "imminent" for r in results),
             "high_risk": sum(r.risk.label == "high" for r in results),
             "moderate_risk": sum(r.risk.label == "moderate" for r in results),
+            "escalation_needed": sum(bool(r.escalation_after.required) for r in results),
             "escalation_satisfied_before": sum(r.escalation_before.satisfied for r in results),
             "escalation_satisfied_after": sum(r.escalation_after.satisfied for r in results),
             "escalation_enforced": sum(r.escalation_enforced for r in results),
+            "revisions_rejected_as_harmful": sum(bool(t.harm and t.harm.flagged) for r in results for t in r.rounds),
+            "harmful_original": sum(bool(r.harm_original and r.harm_original.flagged) for r in results),
+            "harmful_final": sum(bool(r.harm_final and r.harm_final.flagged) for r in results),
         },
     }
     independent = [r for r in scored if r.independent_initial and r.independent_final

@@ -100,6 +100,19 @@ def _scores_block(rubric: Rubric, judgment: Judgment) -> str:
     return "\n".join(lines)
 
 
+ESCALATION_STEPS = {
+    "emergency": "The help-seeker may be in a medical emergency now: the first step MUST tell them to call emergency "
+                 "services or go to an emergency department immediately.",
+    "crisis": "The help-seeker shows signs of acute risk: an early step MUST add crisis resources (a crisis line) and "
+              "encourage contacting a professional.",
+    "child_protection": "The help-seeker discloses abuse: include a step that points to child-protection help (a "
+                        "children's helpline, a trusted adult); never promise to keep it secret.",
+    "domestic_violence": "The help-seeker discloses partner violence: include a step that points to a domestic-violence "
+                         "helpline and their safety.",
+    "professional": "The help-seeker shows risk signals: include a step that encourages professional support.",
+}
+
+
 class Roles:
     """Runs the roles on one ChatModel. Every call is schema-constrained and retried on bad output."""
 
@@ -133,14 +146,10 @@ class Roles:
         return result, Critique.model_validate(result.value) if result.ok else None
 
     async def coach(self, context: str, response: str, critique: Critique, failing: Sequence[str],
-                    escalation_required: str, round_index: int) -> tuple[StructuredResult, RevisionPlan | None]:
+                    escalation_missing: Sequence[str], round_index: int) -> tuple[StructuredResult, RevisionPlan | None]:
         problems = "\n".join(f"- {item.dimension}: {item.problem}" for item in critique.failing)
         menu = "\n".join(f"- {key}: {PLAYBOOK[key]}" for key in failing if key in PLAYBOOK)
-        escalation = {
-            "crisis": "\nThe help-seeker shows signs of acute risk: the first step MUST add crisis resources "
-                      "(crisis line, emergency services) and encourage contacting a professional.",
-            "professional": "\nThe help-seeker shows risk signals: include a step that encourages professional support.",
-        }.get(escalation_required, "")
+        escalation = "".join("\n" + ESCALATION_STEPS[kind] for kind in escalation_missing if kind in ESCALATION_STEPS)
         user = (f"## What the help-seeker wrote\n{delimit('help_seeker_post', context)}\n\n"
                 f"## The response\n{delimit('response', response)}\n\n"
                 f"## Critique\n{problems}\nStrengths: {'; '.join(critique.strengths) or 'none named'}\n\n"

@@ -16,6 +16,7 @@ from theraloop.cli_common import (
     NoCacheOption,
     OutOption,
     SeedOption,
+    ThreadsOption,
     llm_overrides,
 )
 
@@ -52,6 +53,7 @@ def arena_command(
     base_url: BaseUrlOption = None,
     concurrency: ConcurrencyOption = None,
     no_cache: NoCacheOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Judge every pair of systems on every shared question with every persona (positions counterbalanced)."""
     from theraloop.arena._arena import ArenaConfig, arena_to_dir
@@ -59,7 +61,7 @@ def arena_command(
     from theraloop.llm import run_sync
 
     overrides = {"criteria": criteria.split(",") if criteria else None, "rubric": rubric, "seed": seed,
-                 **llm_overrides("llm", backend, model, base_url, concurrency, no_cache)}
+                 **llm_overrides("llm", backend, model, base_url, concurrency, no_cache, threads)}
     arena_config = load_config(ArenaConfig, config, **overrides)
     out = out or Path("runs") / "arena"
     result = run_sync(arena_to_dir(systems, personas, out, arena_config))

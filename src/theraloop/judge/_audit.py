@@ -41,7 +41,6 @@ from theraloop.judge._run import PairItem, compare_items, score_items
 from theraloop.judge._types import Judge, Judgment
 from theraloop.records import ResponseItem
 from theraloop.rubrics import Rubric
-from theraloop.stats import bootstrap_ci
 
 Probe = Literal["sensitivity", "injection", "null", "length", "position", "stability", "self_preference"]
 ALL_PROBES: tuple[Probe, ...] = ("sensitivity", "injection", "null", "length", "position", "stability",
@@ -152,6 +151,8 @@ def shift_stat(diffs: Sequence[float], n_boot: int, seed: int, level: float) -> 
         return ShiftStat(n=0, mean=None)
     stat = ShiftStat(n=len(values), mean=float(values.mean()), moved=float(np.mean(values != 0)))
     if len(values) >= 2:
+        from theraloop.stats import bootstrap_ci  # scipy: loaded when statistics are computed, not with the CLI
+
         _, stat.low, stat.high = bootstrap_ci(values, np.mean, n_boot=n_boot, seed=seed, level=level)
     return stat
 
@@ -197,6 +198,8 @@ def verbosity_stat(points: np.ndarray, n_boot: int, seed: int, level: float) -> 
 
     stat = ShiftStat(n=len(points), mean=slope(points), moved=float(np.mean(points[..., 1] != 0)))
     if len(points) >= 2:
+        from theraloop.stats import bootstrap_ci
+
         _, stat.low, stat.high = bootstrap_ci(points, slope, n_boot=n_boot, seed=seed, level=level)
     return stat
 

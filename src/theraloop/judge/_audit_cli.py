@@ -16,6 +16,7 @@ from theraloop.cli_common import (
     NoCacheOption,
     OutOption,
     SeedOption,
+    ThreadsOption,
     llm_overrides,
 )
 from theraloop.config import StrictModel
@@ -49,6 +50,7 @@ def audit_command(
     model: ModelOption = None,
     base_url: BaseUrlOption = None,
     no_cache: NoCacheOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Sensitivity, injection, null, length, position, stability and self-preference probes; exit 1 on failure."""
     from theraloop.config import load_config
@@ -63,7 +65,7 @@ def audit_command(
         AuditRunConfig, config, engine=engine, encoder_path=str(encoder_path) if encoder_path else None,
         **{"judge.rubric": rubric, "judge.seed": seed, "audit.seed": seed, "audit.judge_family": judge_family,
            "audit.max_items_per_probe": max_items_per_probe},
-        **llm_overrides("judge.llm", backend, model, base_url, None, no_cache))
+        **llm_overrides("judge.llm", backend, model, base_url, None, no_cache, threads))
     if run_config.engine == "encoder":
         from theraloop.judge._encoder import EncoderJudge
 

@@ -13,12 +13,17 @@ from theraloop.cli_common import (
     BaseUrlOption,
     ConcurrencyOption,
     ConfigOption,
+    MaxCharsOption,
     ModelOption,
     NoCacheOption,
+    OnLongOption,
     OutOption,
     SeedOption,
+    ThreadsOption,
     llm_overrides,
+    load_response_items,
 )
+from theraloop.records import DEFAULT_MAX_CHARS
 
 
 class _DefaultToScore(TyperGroup):
@@ -29,6 +34,14 @@ class _DefaultToScore(TyperGroup):
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
             args = ["score", *args]
         return super().parse_args(ctx, args)
+
+    def format_help(self, ctx, formatter):
+        """`theraloop judge --help` shows scoring's own options, then the other subcommands."""
+        import click
+
+        score = self.commands["score"]
+        score.format_help(click.Context(score, info_name=ctx.info_name, parent=ctx.parent), formatter)
+        self.format_commands(ctx, formatter)
 
 
 judge_app = typer.Typer(cls=_DefaultToScore,
@@ -43,12 +56,28 @@ def print_score_table(summary: dict) -> None:
 
 
 def print_judgments(judgments: list) -> None:
+    """One row per response, one column per dimension under its full name."""
+    keys = list(dict.fromkeys(key for judgment in judgments if judgment.parse_ok for key in judgment.scores))
+    width = max([len("id")] + [len(str(judgment.id)) for judgment in judgments])
+    typer.echo(f"{'id':<{width}}  " + "  ".join(keys))
     for judgment in judgments:
         if judgment.parse_ok:
-            scores = "  ".join(f"{key[:4]} {value:g}" for key, value in judgment.scores.items())
+            cells = "  ".join(f"{judgment.scores.get(key, float('nan')):>{len(key)}g}" for key in keys)
         else:
-            scores = f"parse failure after {judgment.attempts} attempts"
-        typer.echo(f"{judgment.id}: {scores}")
+            cells = f"parse failure after {judgment.attempts} attempts"
+        typer.echo(f"{judgment.id!s:<{width}}  {cells}")
+
+
+def warn_if_embedded_judge(llm) -> None:
+    """The embedded 135M model exercises the pipeline but cannot judge: say so next to its scores."""
+    from theraloop.llm import embedded_gguf_path
+
+    path = embedded_gguf_path()
+    if llm is not None and path is not None and str(getattr(llm, "model_id", "")).startswith(path.name):
+        typer.echo("note: these scores come from the embedded SmolLM2-135M model, which is too small to judge: its "
+                   "scores barely depend on the response (README, Results). For meaningful scores use the trained "
+                   "encoder judge (--engine encoder --encoder-path DIR, see `theraloop judge train`) or a capable "
+                   "model on a server (--base-url URL --model NAME).", err=True)
 
 
 @judge_app.command("score")
@@ -69,6 +98,9 @@ def score_command(
     base_url: BaseUrlOption = None,
     concurrency: ConcurrencyOption = None,
     no_cache: NoCacheOption = False,
+    threads: ThreadsOption = None,
+    max_chars: MaxCharsOption = DEFAULT_MAX_CHARS,
+    on_long: OnLongOption = "truncate",
 ) -> None:
     """Score every response in INPUT; writes judgments.jsonl, summary.json and a manifest."""
     from theraloop.config import load_config
@@ -83,12 +115,12 @@ def score_command(
     )
     from theraloop.llm import build_llm, run_sync
     from theraloop.manifest import write_manifest
-    from theraloop.records import ResponseItem, bundled_examples_path
+    from theraloop.records import bundled_examples_path
 
     input = input or bundled_examples_path()
     llm = None
     judge_config = load_config(JudgeConfig, config, rubric=rubric, mode=mode, seed=seed,
-                               **llm_overrides("llm", backend, model, base_url, concurrency, no_cache))
+                               **llm_overrides("llm", backend, model, base_url, concurrency, no_cache, threads))
     out = out or Path("runs") / f"judge-{input.stem}"
     if judge_config.mode == "pairwise":
         if engine != "llm":
@@ -105,8 +137,7 @@ def score_command(
             typer.echo(f"  {key:>22}: A {counts['A']}  B {counts['B']}  tie {counts['tie']}  "
                        f"(orders disagreed {counts['position_inconsistent']})")
     else:
-        items = read_jsonl(input, ResponseItem)
-        check_unique_ids(items, input)
+        items, _ = load_response_items(input, max_chars, on_long)
         if engine == "encoder":
             from theraloop.judge._encoder import EncoderJudge
 
@@ -130,6 +161,7 @@ def score_command(
         summary = summarize_judgments(judgments)
         print_judgments(judgments)
         print_score_table(summary)
+        warn_if_embedded_judge(llm)
     cache = getattr(llm, "cache", None)
     if cache is not None:
         typer.echo(f"completion cache: {cache.hits} hits, {cache.misses} misses")

@@ -11,12 +11,10 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import typer
 from pydantic import BaseModel, Field
 
-from theraloop.cli_common import ConfigOption, OutOption, SeedOption
 from theraloop.config import StrictModel
 from theraloop.io import InputError
 from theraloop.stats._agreement import ICC_KINDS, AgreementReport, ICCEstimate, agreement_report
@@ -187,12 +185,12 @@ def validate_mentalalign(root: str | Path, config: ValidateConfig | None = None)
 # ---------------------------------------------------------------- report
 
 
-def _number(value: float | None, digits: int = 3) -> str:
+def number_text(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def _with_interval(estimate: ICCEstimate) -> str:
-    return f"{_number(estimate.estimate)} [{_number(estimate.low)}, {_number(estimate.high)}]"
+    return f"{number_text(estimate.estimate)} [{number_text(estimate.low)}, {number_text(estimate.high)}]"
 
 
 def render_markdown(validation: Validation, title: str = "Judge-human agreement") -> str:
@@ -225,8 +223,8 @@ def render_markdown(validation: Validation, title: str = "Judge-human agreement"
             response = agreement.response
             lines.append("| " + " | ".join([
                 dimension, str(response.n), *(_with_interval(response.icc[kind]) for kind in ICC_KINDS),
-                _number(response.qwk), _number(response.alpha_interval), f"{response.bias:+.3f}",
-                _number(response.mae), response.tier or "n/a"]) + " |")
+                number_text(response.qwk), number_text(response.alpha_interval), f"{response.bias:+.3f}",
+                number_text(response.mae), response.tier or "n/a"]) + " |")
         lines.append("")
     if validation.data.get("dropped_cells"):
         lines += ["## Cells dropped from the data", "", "| rater | dropped (by reason) |", "|---|---|"]
@@ -242,68 +240,3 @@ def write_validation(validation: Validation, out: Path) -> None:
 
     write_json(out / "validation.json", validation.model_dump(mode="json"))
     (out / "validation.md").write_text(render_markdown(validation), encoding="utf-8")
-
-
-# ---------------------------------------------------------------- command
-
-
-def _split_names(value: str | None) -> list[str] | None:
-    return [name.strip() for name in value.split(",") if name.strip()] if value else None
-
-
-def validate_command(
-    judgments: Annotated[list[Path] | None, typer.Option(
-        "--judgments", metavar="FILE",
-        help="judgments.jsonl from `theraloop judge` (repeatable; one table per judge name)")] = None,
-    human: Annotated[Path | None, typer.Option(help="JSONL of the same ids with human_scores (and system)")] = None,
-    mentalalign: Annotated[Path | None, typer.Option(help="MentalAlign-70k folder: run the benchmark protocol")] = None,
-    judges: Annotated[str | None, typer.Option(help="MentalAlign judges, comma-separated (default: all)")] = None,
-    dimensions: Annotated[str | None, typer.Option(help="comma-separated (default: all shared dimensions)")] = None,
-    cleaning: Annotated[str | None, typer.Option(help="MentalAlign: strict (default) | as_published")] = None,
-    include_own_family: Annotated[bool, typer.Option(
-        "--include-own-family", help="MentalAlign: keep each judge's own model family's responses")] = False,
-    n_boot: Annotated[int | None, typer.Option("--n-boot", help="bootstrap resamples (default 1000)")] = None,
-    level: Annotated[float | None, typer.Option(help="confidence level (default 0.95)")] = None,
-    seed: SeedOption = None,
-    config: ConfigOption = None,
-    out: OutOption = None,
-) -> None:
-    """Agreement of judge scores with human ratings; writes validation.json, validation.md and a manifest."""
-    from theraloop.config import load_config
-    from theraloop.io import read_jsonl
-    from theraloop.judge._types import Judgment
-    from theraloop.manifest import write_manifest
-    from theraloop.records import ResponseItem
-
-    if (mentalalign is None) == (not judgments):
-        raise typer.BadParameter("give either --judgments (with --human) or --mentalalign")
-    settings = load_config(ValidateConfig, config, n_boot=n_boot, seed=seed, level=level,
-                           dimensions=_split_names(dimensions), judges=_split_names(judges), cleaning=cleaning,
-                           exclude_own_family=False if include_own_family else None)
-    if mentalalign is not None:
-        validation = validate_mentalalign(mentalalign, settings)
-        out = out or Path("runs") / "validate-mentalalign"
-        from theraloop.data._mentalalign import mentalalign_paths
-
-        input_files = {f"mentalalign_{rater}": path for rater, path in mentalalign_paths(mentalalign, settings.judges).items()}
-    else:
-        if human is None:
-            raise typer.BadParameter("--judgments needs --human (items with human_scores)")
-        loaded = [judgment for path in judgments for judgment in read_jsonl(path, Judgment)]
-        items = read_jsonl(human, ResponseItem)
-        inputs = inputs_from_judgments(loaded, items, ", ".join(map(str, judgments)), str(human))
-        validation = validate(inputs, "judgments", settings)
-        out = out or Path("runs") / f"validate-{judgments[0].stem}"
-        input_files = {"human": human, **{f"judgments_{index}": path for index, path in enumerate(judgments)}}
-    write_validation(validation, out)
-    write_manifest(out, "validate", settings, inputs=input_files, seed=settings.seed,
-                   extra={"data": validation.data} if validation.data else None)
-    for judge, result in validation.judges.items():
-        summary = "  ".join(f"{dimension[:4]} {_number(agreement.response.icc['A,1'].estimate, 2)}"
-                            for dimension, agreement in result.agreement.dimensions.items())
-        typer.echo(f"{judge}: response ICC(A,1)  {summary}")
-    typer.echo(f"wrote {out / 'validation.json'} and {out / 'validation.md'}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("validate")(validate_command)

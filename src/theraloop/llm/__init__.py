@@ -1,55 +1,39 @@
 """The LLM layer: one ChatModel Protocol, several backends, structured output and a persistent cache."""
 
-from theraloop.llm._cache import CachedChatModel, CompletionCache, request_key
-from theraloop.llm._factory import LLMConfig, build_llm, default_cache_path, describe_default
-from theraloop.llm._llamacpp import EMBEDDED_NAME, LlamaCppChatModel, embedded_gguf_path
-from theraloop.llm._openai import OpenAIChatModel
-from theraloop.llm._run import map_concurrent, run_sync
-from theraloop.llm._scripted import ScriptedChatModel
-from theraloop.llm._structured import (
-    StructuredOutputError,
-    StructuredResult,
-    complete_structured,
-    extract_json,
-    parse_structured,
-)
-from theraloop.llm._types import (
-    ChatModel,
-    ChatRequest,
-    ChatResponse,
-    LLMError,
-    LLMRequestError,
-    LLMUnavailable,
-    Message,
-    Usage,
-)
+from __future__ import annotations
 
-__all__ = [
-    "EMBEDDED_NAME",
-    "CachedChatModel",
-    "ChatModel",
-    "ChatRequest",
-    "ChatResponse",
-    "CompletionCache",
-    "LLMConfig",
-    "LLMError",
-    "LLMRequestError",
-    "LLMUnavailable",
-    "LlamaCppChatModel",
-    "Message",
-    "OpenAIChatModel",
-    "ScriptedChatModel",
-    "StructuredOutputError",
-    "StructuredResult",
-    "Usage",
-    "build_llm",
-    "complete_structured",
-    "default_cache_path",
-    "describe_default",
-    "embedded_gguf_path",
-    "extract_json",
-    "map_concurrent",
-    "parse_structured",
-    "request_key",
-    "run_sync",
-]
+from theraloop._lazy import lazy_exports
+
+_EXPORTS = {
+    "CachedChatModel": "theraloop.llm._cache",
+    "ChatModel": "theraloop.llm._types",
+    "ChatRequest": "theraloop.llm._types",
+    "ChatResponse": "theraloop.llm._types",
+    "CompletionCache": "theraloop.llm._cache",
+    "ContextOverflow": "theraloop.llm._types",
+    "EMBEDDED_NAME": "theraloop.llm._llamacpp",
+    "LLMConfig": "theraloop.llm._factory",
+    "LLMError": "theraloop.llm._types",
+    "LLMRequestError": "theraloop.llm._types",
+    "LLMUnavailable": "theraloop.llm._types",
+    "LlamaCppChatModel": "theraloop.llm._llamacpp",
+    "Message": "theraloop.llm._types",
+    "OpenAIChatModel": "theraloop.llm._openai",
+    "ScriptedChatModel": "theraloop.llm._scripted",
+    "StructuredOutputError": "theraloop.llm._structured",
+    "StructuredResult": "theraloop.llm._structured",
+    "Usage": "theraloop.llm._types",
+    "build_llm": "theraloop.llm._factory",
+    "complete_structured": "theraloop.llm._structured",
+    "default_cache_path": "theraloop.llm._factory",
+    "describe_default": "theraloop.llm._factory",
+    "embedded_gguf_path": "theraloop.llm._llamacpp",
+    "extract_json": "theraloop.llm._structured",
+    "map_concurrent": "theraloop.llm._run",
+    "parse_structured": "theraloop.llm._structured",
+    "request_key": "theraloop.llm._cache",
+    "run_sync": "theraloop.llm._run",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

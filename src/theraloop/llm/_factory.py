@@ -42,7 +42,10 @@ class LLMConfig(StrictModel):
     schema_mode: Literal["response_format", "guided_json", "prompt"] = "response_format"
     extra_body: dict[str, Any] = Field(default_factory=dict)
     n_ctx: int = Field(4096, ge=512)
-    n_threads: int | None = None
+    n_threads: int | None = Field(None, ge=1, description="llama.cpp threads; default $THERALOOP_THREADS, "
+                                  "else half the cores")
+    extra_buffers: Literal["auto", "on", "off"] = Field(
+        "auto", description="llama.cpp weight repacking; auto turns it off on AMX CPUs, where it crashes")
     cache: bool = True
     cache_path: str | None = None
 
@@ -79,9 +82,11 @@ def _build_uncached(config: LLMConfig) -> ChatModel:
     if local_path is None:
         raise LLMUnavailable(NO_BACKEND_HELP)
     if backend == "llamacpp":
+        from theraloop.llm._cpu import decide_extra_buffers
         from theraloop.llm._llamacpp import LlamaCppChatModel
 
-        return LlamaCppChatModel(local_path, n_ctx=config.n_ctx, n_threads=config.n_threads, lora_path=config.adapter)
+        return LlamaCppChatModel(local_path, n_ctx=config.n_ctx, n_threads=config.n_threads, lora_path=config.adapter,
+                                 extra_buffers=decide_extra_buffers(config.extra_buffers))
     from theraloop.llm._transformers import TransformersChatModel
 
     return TransformersChatModel(local_path, adapter=config.adapter)

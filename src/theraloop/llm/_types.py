@@ -78,3 +78,7 @@ class LLMRequestError(LLMError):
 
 class LLMUnavailable(LLMError):
     """No backend can be built from the configuration; the message names the options."""
+
+
+class ContextOverflow(LLMError):
+    """A prompt does not fit the model's context window; the item, not the run, has failed."""

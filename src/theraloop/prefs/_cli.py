@@ -16,22 +16,11 @@ from theraloop.cli_common import (
     NoCacheOption,
     OutOption,
     SeedOption,
+    ThreadsOption,
     llm_overrides,
 )
 
 reward_app = typer.Typer(no_args_is_help=True, help="Per-criterion reward models from preference pairs.")
-
-
-def _epitome_root(given: Path | None) -> Path:
-    from theraloop.data import shared_data_root
-
-    root = shared_data_root(given)
-    if root is None:
-        from theraloop.io import InputError
-
-        raise InputError("--epitome-split needs --epitome-root (the folder holding the EPITOME CSVs) "
-                         "or THERALOOP_SHARED_DATA")
-    return root
 
 
 def generate_command(
@@ -52,6 +41,7 @@ def generate_command(
     base_url: BaseUrlOption = None,
     concurrency: ConcurrencyOption = None,
     no_cache: NoCacheOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Generate N candidate responses per question; resumes where a previous run stopped."""
     from theraloop.config import load_config
@@ -68,12 +58,14 @@ def generate_command(
     if (input is None) == (epitome_split is None):
         raise InputError("give either a questions JSONL or --epitome-split train|test")
     generate_config = load_config(GenerateConfig, config, n=n, temperature=temperature, max_tokens=max_tokens,
-                                  seed=seed, **llm_overrides("llm", backend, model, base_url, concurrency, no_cache))
+                                  seed=seed, **llm_overrides("llm", backend, model, base_url, concurrency, no_cache, threads))
     if input is not None:
         questions = read_questions(input)[:limit]
         out = out or Path("runs") / f"generate-{input.stem}"
     else:
-        questions = epitome_questions(_epitome_root(epitome_root), epitome_split, limit)
+        from theraloop.data import find_dataset
+
+        questions = epitome_questions(find_dataset("epitome", epitome_root), epitome_split, limit)
         out = out or Path("runs") / f"generate-epitome-{epitome_split}"
     llm = build_llm(generate_config.llm)
     candidates, summary = run_sync(generate_candidates(llm, questions, generate_config, out / "candidates.jsonl",
@@ -105,6 +97,7 @@ def prefs_command(
     base_url: BaseUrlOption = None,
     concurrency: ConcurrencyOption = None,
     no_cache: NoCacheOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Persona rankings of each question's candidates, symmetric weighted votes, preference pairs."""
     from theraloop.config import load_config
@@ -118,7 +111,7 @@ def prefs_command(
 
     prefs_config = load_config(PrefsConfig, config, k=k, rubric=rubric, seed=seed, all_pairs=all_pairs,
                                criteria=criteria.split(",") if criteria else None,
-                               **llm_overrides("llm", backend, model, base_url, concurrency, no_cache))
+                               **llm_overrides("llm", backend, model, base_url, concurrency, no_cache, threads))
     prefs_config.load_rubric()  # unknown criteria fail here, before any model is loaded
     candidates = read_jsonl(input, Candidate)
     check_unique_ids(candidates, input)

@@ -1,57 +1,35 @@
 """Reports: arena figures (matplotlib) and one self-contained HTML file (Jinja2)."""
 
-from theraloop.report._html import (
-    ArenaSection,
-    DiffSegment,
-    RefineDiff,
-    RefinePair,
-    RefineSection,
-    Report,
-    Table,
-    ValidationSection,
-    build_report,
-    classify_run_dir,
-    load_arena,
-    load_refinement,
-    load_validation,
-    numeric_tables,
-    render_report,
-    word_diff,
-    write_report,
-)
-from theraloop.report._plots import (
-    FigureImage,
-    arena_figures,
-    safety_scatter,
-    significance_heatmap,
-    significance_matrix,
-    win_rate_heatmap,
-    win_rate_matrix,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ArenaSection",
-    "DiffSegment",
-    "FigureImage",
-    "RefineDiff",
-    "RefinePair",
-    "RefineSection",
-    "Report",
-    "Table",
-    "ValidationSection",
-    "arena_figures",
-    "build_report",
-    "classify_run_dir",
-    "load_arena",
-    "load_refinement",
-    "load_validation",
-    "numeric_tables",
-    "render_report",
-    "safety_scatter",
-    "significance_heatmap",
-    "significance_matrix",
-    "win_rate_heatmap",
-    "win_rate_matrix",
-    "word_diff",
-    "write_report",
-]
+from theraloop._lazy import lazy_exports
+
+_EXPORTS = {
+    "ArenaSection": "theraloop.report._html",
+    "DiffSegment": "theraloop.report._html",
+    "FigureImage": "theraloop.report._plots",
+    "RefineDiff": "theraloop.report._html",
+    "RefinePair": "theraloop.report._html",
+    "RefineSection": "theraloop.report._html",
+    "Report": "theraloop.report._html",
+    "Table": "theraloop.report._html",
+    "ValidationSection": "theraloop.report._html",
+    "arena_figures": "theraloop.report._plots",
+    "build_report": "theraloop.report._html",
+    "classify_run_dir": "theraloop.report._html",
+    "load_arena": "theraloop.report._html",
+    "load_refinement": "theraloop.report._html",
+    "load_validation": "theraloop.report._html",
+    "numeric_tables": "theraloop.report._html",
+    "render_report": "theraloop.report._html",
+    "safety_scatter": "theraloop.report._plots",
+    "significance_heatmap": "theraloop.report._plots",
+    "significance_matrix": "theraloop.report._plots",
+    "win_rate_heatmap": "theraloop.report._plots",
+    "win_rate_matrix": "theraloop.report._plots",
+    "word_diff": "theraloop.report._html",
+    "write_report": "theraloop.report._html",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,36 +9,35 @@ Names load lazily: `theraloop.train` is imported by the CLI, which must start wi
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from theraloop._lazy import lazy_exports
 
 _EXPORTS = {
     "AlignConfig": "theraloop.train._pipeline",
     "AlignSummary": "theraloop.train._pipeline",
-    "build_trainer": "theraloop.train._policy",
     "bradley_terry_loss": "theraloop.train._reward",
+    "build_trainer": "theraloop.train._policy",
     "compute_margins": "theraloop.train._reward",
     "dpo_loss": "theraloop.train._losses",
     "dpo_margin": "theraloop.train._losses",
     "DPOTrainConfig": "theraloop.train._policy",
-    "JointDPOTrainer": "theraloop.train._trl",
     "joint_dpo_loss": "theraloop.train._losses",
+    "JointDPOTrainer": "theraloop.train._trl",
     "JointPair": "theraloop.train._policy",
     "JointTrainConfig": "theraloop.train._policy",
     "lora_soup": "theraloop.train._soup",
     "make_soup": "theraloop.train._pipeline",
     "modpo_loss": "theraloop.train._losses",
     "MODPOPair": "theraloop.train._policy",
-    "MODPOTrainer": "theraloop.train._trl",
     "MODPOTrainConfig": "theraloop.train._policy",
+    "MODPOTrainer": "theraloop.train._trl",
     "pair_key": "theraloop.train._reward",
     "PairMargins": "theraloop.train._reward",
     "pairwise_accuracy": "theraloop.train._reward",
     "peak_rss_mb": "theraloop.train._policy",
     "PolicySettings": "theraloop.train._pipeline",
     "PolicyTrainConfig": "theraloop.train._policy",
-    "PretokenizedDPOTrainer": "theraloop.train._trl",
     "PreferencePair": "theraloop.train._policy",
+    "PretokenizedDPOTrainer": "theraloop.train._trl",
     "read_pairs": "theraloop.train._reward",
     "reward_input": "theraloop.train._reward",
     "RewardConfig": "theraloop.train._reward",
@@ -58,15 +57,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,6 +16,7 @@ from theraloop.cli_common import (
     NoCacheOption,
     OutOption,
     SeedOption,
+    ThreadsOption,
     llm_overrides,
 )
 from theraloop.io import InputError
@@ -282,14 +283,15 @@ def align_command(
     base_url: BaseUrlOption = None,
     concurrency: ConcurrencyOption = None,
     no_cache: NoCacheOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """The whole alignment pipeline: candidates, persona preferences, reward models, SFT/DPO/MODPO/joint
     adapters and a LoRA soup. Finished stages are skipped when run again."""
     from theraloop.config import load_config
     from theraloop.train._pipeline import AlignConfig, run_alignment_pipeline
 
-    llm = {**llm_overrides("generate.llm", backend, model, base_url, concurrency, no_cache),
-           **llm_overrides("prefs.llm", backend, model, base_url, concurrency, no_cache)}
+    llm = {**llm_overrides("generate.llm", backend, model, base_url, concurrency, no_cache, threads),
+           **llm_overrides("prefs.llm", backend, model, base_url, concurrency, no_cache, threads)}
     align_config = load_config(AlignConfig, config, out_dir=str(out) if out else None, questions=questions,
                                epitome_root=str(epitome_root) if epitome_root else None,
                                persona_seed=seed, **{"policy.model": str(policy_model) if policy_model else None,

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from theraloop.config import StrictModel
-from theraloop.data import shared_data_root, synthetic_personas
+from theraloop.data import find_dataset, synthetic_personas
 from theraloop.io import InputError, read_jsonl, sha256_file, sha256_json, write_json, write_jsonl
 from theraloop.llm import ChatModel, LLMConfig, build_llm, run_sync
 from theraloop.manifest import write_manifest
@@ -267,11 +267,7 @@ def _llm_identity(override: ChatModel | None, config: LLMConfig) -> dict[str, An
 
 
 def _epitome_root(config: AlignConfig) -> Path:
-    root = shared_data_root(config.epitome_root)
-    if root is None:
-        raise InputError("epitome_root is not set: give the folder holding the EPITOME CSVs "
-                         "(config epitome_root, --epitome-root, or THERALOOP_SHARED_DATA)")
-    return root
+    return find_dataset("epitome", config.epitome_root)
 
 
 def _training_report(result: TrainResult) -> dict[str, Any]:

