@@ -380,3 +380,16 @@ def test_second_judge_must_agree_on_the_gain():
     flat = _refine(GAMED, second_judge=Flat())
     assert not flat.accepted and flat.reason.startswith("second judge sees no gain")
     assert _refine(GAMED, second_judge=Likes()).accepted
+
+
+def test_labelled_sample_takes_top_and_bottom_items_per_dimension():
+    from theraloop.judge._audit import labelled_sample
+
+    items = [ResponseItem(id=f"i{n}", context="c", response=f"r{n}",
+                          human_scores={KEYS[0]: n % 3, KEYS[1]: (n + 1) % 3, KEYS[2]: 1}) for n in range(30)]
+    sample = labelled_sample(items, RUBRIC, per_level=2, seed=0)
+    assert len({item.id for item in sample}) == len(sample) == 8  # KEYS[2] has no level 0 or 2
+    for key in KEYS[:2]:
+        assert sum(item.human_scores[key] == 2 for item in sample) >= 2
+        assert sum(item.human_scores[key] == 0 for item in sample) >= 2
+    assert labelled_sample(items, RUBRIC, 2, seed=0) == sample
