@@ -218,6 +218,8 @@ def _load_policy(config: PolicyTrainConfig):
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     if tokenizer.eos_token_id is None:
         raise InputError(f"{config.model}: the tokenizer has no EOS token to end completions with")
+    if config.chat_template and not tokenizer.chat_template:
+        raise InputError(f"{config.model}: chat_template is true but the tokenizer has no chat template")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # safe: padded positions are masked out of every loss
     kwargs: dict[str, Any] = {"dtype": getattr(torch, config.dtype)}
