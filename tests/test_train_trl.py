@@ -289,9 +289,8 @@ def test_two_processes_average_to_the_gradient_of_the_combined_batch(model_dir, 
     data.write_text("".join(json.dumps(pair) + "\n" for pair in _pairs(margins=MARGINS)))
     one = train_modpo(MODPOTrainConfig(**_sgd_settings(model_dir, tmp_path / "one", batch_size=4),
                                        weights=[0.6, 0.4]), data)
-    accelerate = Path(sys.executable).parent / "accelerate"
     # The shipped CPU recipe: torch's distributed launcher, two processes, gloo (there is no GPU).
-    command = [str(accelerate), "launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"), __file__,
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"), __file__,
                str(model_dir), str(data), str(tmp_path / "two")]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
