@@ -2,6 +2,10 @@
 
     python bench/llm_speed.py                      # llama.cpp backend, writes bench/results/llm_speed.json
     python bench/llm_speed.py --transformers       # also the transformers backend (slower, same GGUF)
+    python bench/llm_speed.py --loaded             # also with one core kept busy by another process
+
+The loaded condition is what chose theraloop's default thread count (half the cores): llama.cpp's
+threads spin-wait on each other, so one thread sharing a core with a busy process stalls every token.
 
 Free text and JSON-schema-constrained output (the judge's schema) are timed separately; the cache is
 off so every run generates. The machine's load average is recorded because other work skews timings.
@@ -10,6 +14,8 @@ off so every run generates. The machine's load average is recorded because other
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import os
 import platform
 import statistics
@@ -38,6 +44,24 @@ def _runs(model, request, runs: int) -> dict:
             "completion_tokens": tokens, "seconds": seconds}
 
 
+def _spin(seconds: float) -> None:
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        pass
+
+
+@contextlib.contextmanager
+def one_core_busy(seconds: float = 3600):
+    """Another process spinning on one core for the duration (a browser, a build, a second job)."""
+    busy = multiprocessing.Process(target=_spin, args=(seconds,), daemon=True)
+    busy.start()
+    try:
+        yield
+    finally:
+        busy.terminate()
+        busy.join()
+
+
 def bench_backend(backend: str, runs: int, max_tokens: int, threads: int | None = None) -> dict:
     from theraloop.judge._llm_judge import absolute_schema
     from theraloop.llm import ChatRequest, LLMConfig, Message, build_llm
@@ -61,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", default="1,2", help="llama.cpp thread counts to time, comma-separated")
     parser.add_argument("--transformers", action="store_true", help="also time the transformers backend")
+    parser.add_argument("--loaded", action="store_true", help="also time llama.cpp with one core kept busy")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "llm_speed.json")
     args = parser.parse_args(argv)
 
@@ -81,8 +106,13 @@ def main(argv: list[str] | None = None) -> dict:
         "results": [bench_backend(backend, args.runs, args.max_tokens, threads) for backend, threads in settings],
         "load_average_after": os.getloadavg(), "platform": platform.platform(), "versions": package_versions(),
     }
+    if args.loaded:
+        with one_core_busy():
+            result["loaded_one_core_busy"] = [bench_backend("llamacpp", args.runs, args.max_tokens, int(threads))
+                                              for threads in args.threads.split(",")]
     write_json(args.out, result)
-    for entry in result["results"]:
+    for entry in result["results"] + [{**entry, "backend": "llamacpp, one core busy"}
+                                      for entry in result.get("loaded_one_core_busy", [])]:
         print(f"{entry['backend']} (threads {entry['threads']}): free text {entry['free_text']['median_tokens_per_s']:.1f} tok/s, "
               f"JSON schema {entry['json_schema']['median_tokens_per_s']:.1f} tok/s (median of {args.runs})")
     print(f"wrote {args.out}")

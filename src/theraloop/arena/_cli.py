@@ -66,7 +66,33 @@ def arena_command(
     out = out or Path("runs") / "arena"
     result = run_sync(arena_to_dir(systems, personas, out, arena_config))
     print_result(result)
+    print_response_safety(write_response_safety(systems, out))
     typer.echo(f"wrote {out}")
+
+
+def write_response_safety(systems: list[Path], out: Path) -> dict:
+    """Per system: responses the response-safety check flags (by harm) and offline toxicity; safety.json."""
+    from theraloop.arena._arena import load_systems
+    from theraloop.io import write_json
+    from theraloop.safety import default_assessor, toxicity_summary
+
+    summary = {}
+    for system in load_systems(systems):
+        responses = [item.response for item in system.items.values()]
+        checks = default_assessor().check_responses(responses)
+        flagged = {item_id: check.categories for item_id, check in zip(system.items, checks, strict=True)
+                   if check.flagged}
+        summary[system.name] = {"n": len(responses), "flagged": len(flagged), "flagged_items": flagged,
+                                "toxicity": toxicity_summary(responses)}
+    write_json(out / "safety.json", summary)
+    return summary
+
+
+def print_response_safety(summary: dict) -> None:
+    for name, block in summary.items():
+        harms = sorted({harm for categories in block["flagged_items"].values() for harm in categories})
+        typer.echo(f"response safety, {name}: {block['flagged']} of {block['n']} responses flagged"
+                   + (f" ({', '.join(harms)})" if harms else "") + f"; mean toxicity {block['toxicity']['mean']:.3f}")
 
 
 def register(app: typer.Typer) -> None:

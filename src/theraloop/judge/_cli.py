@@ -53,6 +53,10 @@ def print_score_table(summary: dict) -> None:
                f"parse failures {summary['parse_failures']}")
     for key, value in summary["mean_scores"].items():
         typer.echo(f"  {key:>22}: {value:.2f}")
+    if "toxicity" in summary:
+        toxicity = summary["toxicity"]
+        typer.echo(f"  {'toxicity (offline)':>22}: mean {toxicity['mean']:.3f}, "
+                   f"{toxicity['n_at_or_above_0.5']} of {toxicity['n']} responses at or above 0.5")
 
 
 def print_judgments(judgments: list) -> None:
@@ -159,6 +163,9 @@ def score_command(
 
             write_jsonl(out / "judgments.calibrated.jsonl", judgments)
         summary = summarize_judgments(judgments)
+        from theraloop.safety import toxicity_summary
+
+        summary["toxicity"] = toxicity_summary([item.response for item in items])
         print_judgments(judgments)
         print_score_table(summary)
         warn_if_embedded_judge(llm)

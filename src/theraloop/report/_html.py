@@ -69,6 +69,8 @@ class ArenaSection(BaseModel):
     title: str
     result: ArenaResult
     figures: list[FigureImage]
+    safety: dict[str, Any] | None = Field(None, description="safety.json: per system, responses flagged by the "
+                                                             "response-safety check, and offline toxicity")
 
 
 class ValidationSection(BaseModel):
@@ -182,7 +184,9 @@ def load_arena(run_dir: str | Path, prefix: str = "") -> ArenaSection:
         raise InputError(f"{path}: file not found") from None
     except ValidationError as exc:
         raise InputError(f"{path}: not an arena result: {exc.errors()[0]['msg']}") from None
-    return ArenaSection(title=Path(run_dir).name, result=result, figures=arena_figures(result, prefix))
+    safety_path = Path(run_dir) / "safety.json"
+    safety = json.loads(safety_path.read_text(encoding="utf-8")) if safety_path.is_file() else None
+    return ArenaSection(title=Path(run_dir).name, result=result, figures=arena_figures(result, prefix), safety=safety)
 
 
 def load_refinement(run_dir: str | Path, max_items: int = 50) -> RefineSection:

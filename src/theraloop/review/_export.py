@@ -144,6 +144,24 @@ def agreement_reports(labels: dict[str, Labels], judge: JudgeLabels | None) -> d
     return reports
 
 
+def safety_flags(items: list[StoredItem]) -> list[dict[str, Any]]:
+    """Per item: the post's crisis risk and each response's harm flags, for reading beside the ratings.
+    Computed at export, never shown to raters, so the blinded rating is not steered by them."""
+    from theraloop.safety import default_assessor
+
+    assessor = default_assessor()
+    risks = assessor.assess_many([item.context for item in items])
+    records = []
+    for item, risk in zip(items, risks, strict=True):
+        sides = {"a": (item.response_a, item.system_a), "b": (item.response_b, item.system_b)}
+        responses = {side: text for side, (text, _) in sides.items() if text is not None}
+        harms = dict(zip(responses, assessor.check_responses(list(responses.values())), strict=True))
+        records.append({"id": item.id, "risk_tier": risk.label, "risk_categories": risk.categories,
+                        "responses": {side: {"system": sides[side][1], "harmful": harm.flagged,
+                                             "harms": harm.categories} for side, harm in harms.items()}})
+    return records
+
+
 def export_study(store: ReviewStore, out: str | Path, judge_path: str | Path | None = None) -> ExportSummary:
     """Write ratings.jsonl, audit_log.jsonl, access_log.jsonl, raters.json, labels.json and, by mode,
     agreement.json (pairwise) or scores.jsonl (absolute) into `out`, all owner-only."""
@@ -181,6 +199,8 @@ def _export_study(store: ReviewStore, out: Path, judge_path: str | Path | None) 
                                          for criterion, by_item in labels.items()})
         write_jsonl(out / "scores.jsonl", absolute_score_items(items, ratings))
         files.append("scores.jsonl")
+    write_jsonl(out / "safety.jsonl", safety_flags(items))
+    files.append("safety.jsonl")
     summary = ExportSummary(mode=study.mode, n_items=len(items), n_raters=len(raters), n_ratings=len(ratings),
                             criteria=criteria, files=files, judge=judge)
     write_json(out / "summary.json", summary.model_dump(exclude={"judge": {"labels"}}))

@@ -30,6 +30,8 @@ _EXPORTS = {
     "escalation_text": "theraloop.safety._escalation",
     "region_resources": "theraloop.safety._escalation",
     "required_escalations": "theraloop.safety._escalation",
+    "toxicity_scores": "theraloop.safety._toxicity",
+    "toxicity_summary": "theraloop.safety._toxicity",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -121,19 +121,18 @@ def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction:
     train, dev = train_test_split(examples, test_size=dev_fraction, random_state=seed,
                                   stratify=[example.kind + ":" + example.label for example in examples])
     settings = TrainSettings(epochs=epochs, seed=seed, threads=threads)
-    model, tokenizer = train_classifier(train, settings)
+    frozen_cache: dict = {}
+    model, tokenizer = train_classifier(train, settings, frozen_cache=frozen_cache)
     dev_posts = [example for example in dev if example.kind == "post"]
     dev_responses = [example for example in dev if example.kind == "response"]
     with tempfile.TemporaryDirectory() as folder:
         post_p, response_p = _probabilities(model, tokenizer, Path(folder), [e.text for e in dev_posts],
                                             [e.text for e in dev_responses], threads)
-    tiers = np.array([RiskTier.HIGH if e.targets["severe"] else RiskTier.MODERATE if e.targets["risk"]
-                      else RiskTier.LOW if e.label in ("distress", "low") else RiskTier.NONE for e in dev_posts])
+    tiers = np.array([e.tier for e in dev_posts])
     kinds = np.array([e.label for e in dev_posts])
-    tiers[np.array([e.targets.get("medical_emergency", 0.0) > 0 for e in dev_posts])] = RiskTier.IMMINENT
     harmful = np.array([e.targets["harm"] > 0 for e in dev_responses])
     thresholds, dev_metrics = choose_thresholds(post_p, tiers, kinds, response_p, harmful)
-    model, tokenizer = train_classifier(examples, settings)
+    model, tokenizer = train_classifier(examples, settings, frozen_cache=frozen_cache)
     from theraloop.safety._train import export_onnx
 
     out.mkdir(parents=True, exist_ok=True)

