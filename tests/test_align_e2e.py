@@ -213,6 +213,41 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(pipeline, tmp_path):
     assert yaml.safe_load((copy / "adapters/modpo/config.yaml").read_text())["beta"] == 0.5
 
 
+def test_a_killed_training_stage_resumes_from_its_checkpoint(pipeline, tmp_path, monkeypatch):
+    import shutil
+
+    from transformers import TrainerCallback
+
+    from theraloop.train import _policy
+
+    copy = tmp_path / "run"
+    shutil.copytree(pipeline.out, copy)
+    shutil.rmtree(copy / "adapters/modpo")
+    (copy / "stages/modpo.json").unlink()
+    # A checkpoint every step: how often a run checkpoints is not part of the stage's fingerprint.
+    config = load_config(AlignConfig, pipeline.config_path, out_dir=str(copy), **{"policy.save_steps": 1})
+
+    class Kill(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise KeyboardInterrupt
+
+    callbacks = _policy._callbacks
+    with monkeypatch.context() as patch:
+        patch.setattr(_policy, "_callbacks", lambda: [*callbacks(), Kill()])
+        with pytest.raises(KeyboardInterrupt):
+            run_alignment_pipeline(config, log=lambda line: None, progress=False)
+    assert (copy / "adapters/modpo/checkpoints/checkpoint-2").is_dir()
+
+    summary = run_alignment_pipeline(config, log=lambda line: None, progress=False)
+    assert [stage.name for stage in summary.stages if not stage.skipped] == ["modpo"]
+    log = json.loads((copy / "adapters/modpo/train_log.json").read_text())
+    assert log["resumed_from"].endswith("checkpoint-2")
+    # Resumed or not, the same three steps: the losses of the uninterrupted first run.
+    first = AlignSummary.model_validate(pipeline.summary).training["modpo"].losses
+    assert summary.training["modpo"].losses == pytest.approx(first, abs=1e-6)
+
+
 def test_a_killed_stage_resumes_and_changed_settings_start_afresh(tmp_path):
     from theraloop.train._pipeline import _Stages
 

@@ -40,6 +40,7 @@ from theraloop.prefs import (
 )
 from theraloop.prefs import PreferencePair as VotedPair
 from theraloop.train._policy import (
+    RESUMABLE_SETTINGS,
     DPOTrainConfig,
     JointPair,
     JointTrainConfig,
@@ -429,8 +430,9 @@ def run_alignment_pipeline(config: AlignConfig, generator: ChatModel | None = No
               ["data", *after_sft], out / "data/joint.jsonl")]
     for name, trainer, trainer_config, upstream, training_data in jobs:
         # Settings are the trainer's own (SFT has no beta); where it writes and starts from are not settings:
-        # the SFT adapter enters through its output digest, so a moved run folder is still complete.
-        settings = trainer_config.model_dump(mode="json", exclude={"out_dir", "sft_adapter"})
+        # the SFT adapter enters through its output digest, so a moved run folder is still complete. Nor is
+        # how often it checkpoints and logs: a killed stage rerun with other values resumes its checkpoint.
+        settings = trainer_config.model_dump(mode="json", exclude={"out_dir", "sft_adapter", *RESUMABLE_SETTINGS})
         stages.run(name, settings, upstream, [f"adapters/{name}"],
                    lambda trainer=trainer, trainer_config=trainer_config, training_data=training_data:
                    _training_report(trainer(trainer_config, training_data)), _loss_note)

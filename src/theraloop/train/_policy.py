@@ -253,7 +253,7 @@ def _lora_config(config: PolicyTrainConfig):
 
 
 # Settings that do not change what a run computes: a checkpoint made under other values still resumes.
-_RESUMABLE_SETTINGS = {"out_dir", "resume", "report_to", "logging_steps", "save_steps", "save_total_limit"}
+RESUMABLE_SETTINGS = {"out_dir", "resume", "report_to", "logging_steps", "save_steps", "save_total_limit"}
 
 
 def _run_folder(config: PolicyTrainConfig, method: Method, data_digest: str, state) -> Path:
@@ -262,7 +262,7 @@ def _run_folder(config: PolicyTrainConfig, method: Method, data_digest: str, sta
     log-probabilities live there too, written once by the main process and read by every process."""
     folder = Path(config.out_dir) / "checkpoints"
     key = sha256_json({"method": method, "data": data_digest,
-                       "config": config.model_dump(mode="json", exclude=_RESUMABLE_SETTINGS)})
+                       "config": config.model_dump(mode="json", exclude=RESUMABLE_SETTINGS)})
     marker = folder / "run.json"
     if state.is_main_process:
         same_run = config.resume and marker.is_file() and _stored_key(marker) == key
