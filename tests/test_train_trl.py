@@ -252,6 +252,20 @@ def test_a_changed_setting_does_not_resume_a_stale_checkpoint(model_dir, tmp_pat
     assert not (_run_folder(config, "dpo", "other data", state) / "checkpoint-5").exists()
 
 
+def test_a_finished_run_keeps_only_the_tensorboard_logs(tmp_path):
+    from theraloop.train._policy import _finish
+
+    for name in ("checkpoint-2/optimizer.pt", "dataset/data.arrow", "runs/Nov30/events.out.tfevents"):
+        (tmp_path / "checkpoints" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "checkpoints" / name).write_text("x")
+    (tmp_path / "checkpoints/run.json").write_text("{}")
+    _finish(tmp_path / "checkpoints")
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["runs"]
+    (tmp_path / "empty").mkdir()
+    _finish(tmp_path / "empty")
+    assert not (tmp_path / "empty").exists()
+
+
 def test_the_shipped_configs_are_valid():
     import yaml
 

@@ -24,8 +24,8 @@ Prompts are plain text; with ``chat_template: true`` each prompt becomes one use
 tokenizer's chat template. The completion is followed by the EOS token. Every run writes the LoRA adapter
 (PEFT `save_pretrained`), the tokenizer, `train_log.json` (loss, seconds and metrics per step, peak RSS)
 and `manifest.json` into `out_dir`. Checkpoints go to `out_dir/checkpoints` every `save_steps`; a killed
-run started again with the same config and data resumes from the last one, and the folder is removed
-when training completes.
+run started again with the same config and data resumes from the last one. When training completes the
+checkpoints and the cached data go; TensorBoard's logs (`out_dir/checkpoints/runs`) stay.
 """
 
 from __future__ import annotations
@@ -365,6 +365,15 @@ def build_trainer(method: Method, config: PolicyTrainConfig, data):
     return _prepare(method, config, _SPECS[method](config, data))
 
 
+def _finish(folder: Path) -> None:
+    """A finished run leaves nothing to resume: only TensorBoard's logs (`runs/`) stay."""
+    for entry in folder.iterdir():
+        if entry.name != "runs":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def _train(method: Method, config: PolicyTrainConfig, spec: _Spec) -> TrainResult:
     """Train with resumption, then save the adapter, the tokenizer and the logs."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -388,7 +397,7 @@ def _train(method: Method, config: PolicyTrainConfig, spec: _Spec) -> TrainResul
             "train_seconds": train_seconds, "peak_rss_mb": peak})
         write_manifest(out_dir, f"train {method}", config, inputs={"data": spec.source} if spec.source else None,
                        seed=config.seed)
-        shutil.rmtree(folder)  # finished: nothing left to resume
+        _finish(folder)
     trainer.accelerator.wait_for_everyone()
     return TrainResult(method=method, out_dir=str(out_dir), steps=trainer.state.global_step,
                        losses=[entry["loss"] for entry in steps], seconds=setup_seconds + train_seconds,
