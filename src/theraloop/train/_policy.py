@@ -30,6 +30,7 @@ checkpoints and the cached data go; TensorBoard's logs (`out_dir/checkpoints/run
 
 from __future__ import annotations
 
+import json
 import math
 import resource
 import shutil
@@ -275,8 +276,6 @@ def _run_folder(config: PolicyTrainConfig, method: Method, data_digest: str, sta
 
 
 def _stored_key(path: Path) -> str | None:
-    import json
-
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("key")
     except (OSError, ValueError):
@@ -304,8 +303,7 @@ def _training_args(method: Method, config: PolicyTrainConfig, folder: Path):
         gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
         num_train_epochs=config.epochs, max_steps=config.max_steps or -1, max_grad_norm=config.max_grad_norm or 0.0,
         optim=config.optim, lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_steps,
-        weight_decay=0.0,
-        bf16=_use_bf16(config), activation_checkpointing=config.gradient_checkpointing,
+        weight_decay=0.0, bf16=_use_bf16(config), activation_checkpointing=config.gradient_checkpointing,
         logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
         save_total_limit=config.save_total_limit, report_to=config.report_to or "none",
         seed=config.seed, data_seed=config.seed, use_cpu=_on_cpu(config), deepspeed=config.deepspeed,
