@@ -356,4 +356,5 @@ def test_cli_writes_verdicts_results_and_manifest(tmp_path, monkeypatch):
     assert len((out / "verdicts.jsonl").read_text().splitlines()) == 24
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"] == "arena" and "system:long" in manifest["inputs"]
-    assert "long vs short: 4-0-0" in outcome.output
+    assert "long wins 4, short wins 0, ties 0 (of 4 questions)" in outcome.output
+    assert "response safety, long: " in outcome.output and (out / "safety.json").is_file()

@@ -25,15 +25,25 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def pair_line(pair, stats) -> str:
+    """One pair's outcome on one criterion, in words."""
+    counts = (f"{pair.system_a} wins {stats.wins_a}, {pair.system_b} wins {stats.wins_b}, ties {stats.ties} "
+              f"(of {stats.n} questions)")
+    if stats.midp_p is None:
+        return f"{counts}; too few decided questions for a test"
+    verdict = "a significant difference" if stats.midp_p_holm is not None and stats.midp_p_holm < 0.05 else \
+        "no significant difference"
+    return (f"{counts}; McNemar mid-p {_fmt(stats.midp_p, '.3g')}, Holm-adjusted {_fmt(stats.midp_p_holm, '.3g')}: "
+            f"{verdict} at 0.05")
+
+
 def print_result(result) -> None:
     for key in result.criteria:
         typer.echo(f"\n=== {key}")
         for system, score in sorted(result.scores[key].items(), key=lambda kv: -(kv[1] or 0)):
-            typer.echo(f"  {system:>24}: score {_fmt(score)}")
+            typer.echo(f"  {system:>24}: mean win rate {_fmt(score)}")
         for pair in result.pairs:
-            stats = pair.criteria[key]
-            typer.echo(f"  {pair.system_a} vs {pair.system_b}: {stats.wins_a}-{stats.ties}-{stats.wins_b} (n={stats.n}), "
-                       f"mid-p {_fmt(stats.midp_p, '.3g')}, Holm {_fmt(stats.midp_p_holm, '.3g')}")
+            typer.echo(f"  {pair_line(pair, pair.criteria[key])}")
     typer.echo(f"\ninvalid outputs: {result.invalid_total}"
                + (f" (by persona: {result.invalid_by_persona})" if result.invalid_total else ""))
 

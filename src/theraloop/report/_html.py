@@ -28,7 +28,8 @@ AUDIT_FILE = "judge_audit.json"
 class Table(BaseModel):
     title: str
     columns: list[str]
-    rows: list[tuple[str, list[int | float | None]]]
+    rows: list[tuple[str, list[int | float | str | None]]]
+    note: str | None = None
 
 
 class DiffSegment(BaseModel):
@@ -173,7 +174,50 @@ def load_validation(path: str | Path) -> ValidationSection:
         raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object")
-    return ValidationSection(title=path.name, tables=numeric_tables(data, "summary"))
+    from theraloop.judge._validate import Validation
+
+    try:
+        tables = agreement_tables(Validation.model_validate(data))
+    except ValidationError:  # some other tool's JSON: show what numbers it holds
+        tables = numeric_tables(data, "summary")
+    return ValidationSection(title=path.name, tables=tables)
+
+
+def _estimate(estimate) -> str:
+    if estimate is None or estimate.estimate is None:
+        return "–"
+    interval = f" [{estimate.low:.2f}, {estimate.high:.2f}]" if estimate.low is not None else ""
+    return f"{estimate.estimate:.2f}{interval}"
+
+
+def agreement_tables(validation) -> list[Table]:
+    """Per judge, a system-level and a response-level table: every ICC with its bootstrap interval."""
+    from theraloop.judge._validate import ICC_KINDS
+
+    level = f"{validation.level:.0%}"
+    tables = []
+    for judge, result in validation.judges.items():
+        dimensions = result.agreement.dimensions
+        system_rows = [(dimension, [agreement.system.n_systems, *(_estimate(agreement.system.icc[kind])
+                                                                   for kind in ICC_KINDS)]
+                        if agreement.system else [0, *["–"] * len(ICC_KINDS)])
+                       for dimension, agreement in dimensions.items()]
+        tables.append(Table(title=f"{judge}: system level (mean score per generator)",
+                            columns=["systems", *(f"ICC({kind}) [{level} CI]" for kind in ICC_KINDS)],
+                            rows=system_rows))
+        response_rows = [(dimension, [agreement.response.n, *(_estimate(agreement.response.icc[kind])
+                                                               for kind in ICC_KINDS),
+                                      agreement.response.qwk, agreement.response.alpha_interval,
+                                      f"{agreement.response.bias:+.3f}", agreement.response.mae,
+                                      agreement.response.tier or "–"])
+                         for dimension, agreement in dimensions.items()]
+        tables.append(Table(
+            title=f"{judge}: response level", rows=response_rows,
+            columns=["responses", *(f"ICC({kind}) [{level} CI]" for kind in ICC_KINDS), "weighted kappa (QWK)",
+                     "Krippendorff alpha", "bias (judge - human)", "MAE", "agreement tier"],
+            note="C: consistency, A: absolute agreement; 1: single rater, k: mean of judge and human. "
+                 "Tier: Koo & Li on response-level ICC(A,1)."))
+    return tables
 
 
 def load_arena(run_dir: str | Path, prefix: str = "") -> ArenaSection:
@@ -258,10 +302,12 @@ def build_report(run_dirs: Sequence[str | Path] = (), validation: Sequence[str |
     return report
 
 
-def _format_number(value: int | float | None, digits: int = 3) -> str:
-    """Counts as integers, statistics with fixed decimals, a dash for an undefined value."""
+def _format_number(value: int | float | str | None, digits: int = 3) -> str:
+    """Counts as integers, statistics with fixed decimals, a dash for an undefined value; text as it is."""
     if value is None:
         return "–"
+    if isinstance(value, str):
+        return value
     return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
 
 
