@@ -73,7 +73,8 @@ def test_judgments_against_human_scores(app, tmp_path):
     out = tmp_path / "out"
     result = invoke(app, "--judgments", judged, "--human", human, "--n-boot", 200, "--seed", 7, "--out", out)
     assert result.exit_code == 0, result.output
-    assert "tiny-judge: response ICC(A,1)" in result.output
+    assert "tiny-judge: response-level agreement with humans" in result.output
+    assert "  empathy " in result.output and "ICC(A,1) [95% CI]" in result.output
     validation = json.loads((out / "validation.json").read_text())
     assert validation["dimensions"] == DIMENSIONS  # guidance has no human scores
     judge = validation["judges"]["tiny-judge"]

@@ -73,9 +73,15 @@ def validate_command(
     write_manifest(out, "validate", settings, inputs=input_files, seed=settings.seed,
                    extra={"data": validation.data} if validation.data else None)
     for judge, result in validation.judges.items():
-        summary = "  ".join(f"{dimension[:4]} {number_text(agreement.response.icc['A,1'].estimate, 2)}"
-                            for dimension, agreement in result.agreement.dimensions.items())
-        typer.echo(f"{judge}: response ICC(A,1)  {summary}")
+        dimensions = result.agreement.dimensions
+        width = max(len(dimension) for dimension in dimensions)
+        typer.echo(f"{judge}: response-level agreement with humans")
+        typer.echo(f"  {'dimension':<{width}}  ICC(A,1) [95% CI]    bias    tier")
+        for dimension, agreement in dimensions.items():
+            icc = agreement.response.icc["A,1"]
+            interval = f"[{number_text(icc.low, 2)}, {number_text(icc.high, 2)}]"
+            typer.echo(f"  {dimension:<{width}}  {number_text(icc.estimate, 2):>5} {interval:<14} "
+                       f"{agreement.response.bias:+.2f}   {agreement.response.tier or 'n/a'}")
     typer.echo(f"wrote {out / 'validation.json'} and {out / 'validation.md'}")
 
 
