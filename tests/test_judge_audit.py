@@ -348,7 +348,8 @@ def _refine(rewrite: str, second_judge=None, **settings):
     from theraloop.agent._loop import RefineConfig, Refiner
 
     model = ScriptedChatModel(_LoopScript(rewrite))
-    config = RefineConfig(max_rounds=1, enforce_escalation=False, **settings)
+    # The response-safety veto is tested elsewhere; here only the judge-gaming defences decide.
+    config = RefineConfig(max_rounds=1, enforce_escalation=False, response_safety=False, **settings)
     refiner = Refiner(LLMJudge(model, config.judge), model, config, second_judge=second_judge)
     item = ResponseItem(id="x", context="I feel so alone since the move.", response="Ok.")
     return run_sync(refiner.refine(item)).rounds[0]
