@@ -1,0 +1,227 @@
+"""`theraloop simulate` (sessions between a patient model and the therapist under test) and
+`theraloop sessions profiles | judge | report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from theraloop.cli_common import ConfigOption, NoCacheOption, OutOption, SeedOption, ThreadsOption
+
+GuardOption = Annotated[str | None, typer.Option(
+    "--guard", help="safety guard on patient turns: default (rules + encoder) | rules (rules only)")]
+
+
+def _guard(kind: str):
+    from theraloop.io import InputError
+    from theraloop.safety import SafetyAssessor, default_assessor
+
+    if kind not in ("default", "rules"):
+        raise InputError(f"--guard {kind!r}: use default or rules")
+    return default_assessor() if kind == "default" else SafetyAssessor(encoder=False)
+
+
+def _load_profiles(patients: Path | None, synthetic: int | None, seed: int, turns: int):
+    from theraloop.io import InputError
+    from theraloop.sessions._profiles import read_profiles, synthetic_profiles
+
+    if patients is not None:
+        return read_profiles(patients)
+    if synthetic:
+        return synthetic_profiles(synthetic, seed=seed, max_turn=turns)
+    raise InputError("give --patients profiles.jsonl or --synthetic N")
+
+
+def simulate_command(
+    patients: Annotated[Path | None, typer.Option("--patients", help="JSONL of patient profiles (docs/sessions.md)",
+                                                  exists=True, dir_okay=False)] = None,
+    synthetic: Annotated[int | None, typer.Option("--synthetic", min=1, help="simulate N seeded synthetic profiles "
+                                                                             "instead of --patients")] = None,
+    turns: Annotated[int | None, typer.Option("--turns", min=1, help="turn limit (patient messages)")] = None,
+    therapist: Annotated[str | None, typer.Option("--therapist", help="therapist model: served name or local path "
+                                                                       "(default: the embedded model)")] = None,
+    therapist_base_url: Annotated[str | None, typer.Option(help="therapist's OpenAI-compatible endpoint")] = None,
+    therapist_adapter: Annotated[str | None, typer.Option(help="LoRA adapter for the therapist model")] = None,
+    therapist_prompt: Annotated[Path | None, typer.Option(help="text file: the therapist system prompt under test",
+                                                          exists=True, dir_okay=False)] = None,
+    therapist_name: Annotated[str | None, typer.Option(help="name of the therapist system in outputs")] = None,
+    patient_model: Annotated[str | None, typer.Option(help="patient model: served name or local path")] = None,
+    patient_base_url: Annotated[str | None, typer.Option(help="patient model's OpenAI-compatible endpoint")] = None,
+    crisis_tier: Annotated[str | None, typer.Option(help="moderate | high | imminent: a patient message at this "
+                                                         "risk ends the session after one reply")] = None,
+    guard: GuardOption = None,
+    config: ConfigOption = None,
+    out: OutOption = None,
+    seed: SeedOption = None,
+    no_cache: NoCacheOption = False,
+    threads: ThreadsOption = None,
+) -> None:
+    """Run multi-turn sessions: the patient model plays each profile, the therapist under test replies."""
+    from theraloop.config import load_config
+    from theraloop.io import write_json
+    from theraloop.llm import build_llm, run_sync
+    from theraloop.manifest import write_manifest
+    from theraloop.sessions._profiles import write_profiles
+    from theraloop.sessions._simulate import SimulateConfig, Simulator
+
+    overrides = {
+        "turns": turns, "seed": seed, "crisis_tier": crisis_tier,
+        "therapist.llm.model": therapist, "therapist.llm.base_url": therapist_base_url,
+        "therapist.llm.adapter": therapist_adapter, "therapist.name": therapist_name,
+        "therapist.system_prompt": therapist_prompt.read_text(encoding="utf-8") if therapist_prompt else None,
+        "patient.llm.model": patient_model, "patient.llm.base_url": patient_base_url,
+        **{f"{role}.llm.{key}": value for role in ("therapist", "patient")
+           for key, value in (("n_threads", threads), ("cache", False if no_cache else None))},
+    }
+    sim_config = load_config(SimulateConfig, config, **overrides)
+    profiles = _load_profiles(patients, synthetic, sim_config.seed, sim_config.turns)
+    out = out or Path("runs") / "simulate"
+    out.mkdir(parents=True, exist_ok=True)
+    write_profiles(out / "profiles.jsonl", profiles)
+    therapist_llm = build_llm(sim_config.therapist.llm)
+    same = sim_config.patient.llm == sim_config.therapist.llm
+    simulator = Simulator(therapist_llm if same else build_llm(sim_config.patient.llm), therapist_llm, sim_config,
+                          guard=_guard(guard or "default"))
+    sessions = run_sync(simulator.run_many(profiles, out / "sessions.jsonl"))
+    stops = {reason: sum(1 for s in sessions if s.stop_reason == reason) for reason in ("turn_limit", "patient_ended", "crisis")}
+    drift = sum(1 for s in sessions for turn in s.turns if turn.drift)
+    write_json(out / "stats.json", {"sessions": len(sessions), "turns": sum(len(s.turns) for s in sessions),
+                                    "stop_reasons": stops, "drift_turns": drift})
+    write_manifest(out, "simulate", sim_config, inputs={"patients": patients}, seed=sim_config.seed,
+                   extra={"guard": guard or "default"})
+    typer.echo(f"{len(sessions)} sessions, {sum(len(s.turns) for s in sessions)} turns; stopped: "
+               + ", ".join(f"{reason} {count}" for reason, count in stops.items())
+               + f"; patient turns out of profile: {drift}")
+    cache = getattr(therapist_llm, "cache", None)
+    if cache is not None:
+        typer.echo(f"completion cache: {cache.hits} hits, {cache.misses} misses")
+    typer.echo(f"wrote {out}")
+
+
+sessions_app = typer.Typer(no_args_is_help=True, help="Patient profiles, session judging and the sessions report.")
+
+
+@sessions_app.command("profiles")
+def profiles_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL of profiles to write")] = Path("profiles.jsonl"),
+    n: Annotated[int, typer.Option("--n", min=1, help="synthetic profiles to draw")] = 3,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    max_turn: Annotated[int, typer.Option(help="latest turn a timed disclosure may fall on")] = 4,
+    risk_levels: Annotated[str | None, typer.Option(help="comma-separated levels to cycle through "
+                                                         "(none,low,high,imminent) instead of sampling")] = None,
+    import_file: Annotated[Path | None, typer.Option("--import", help="convert this file instead of sampling",
+                                                     exists=True, dir_okay=False)] = None,
+    fmt: Annotated[str, typer.Option("--format", help="format of --import: vera-mh (TSV/CSV) | mindeval (JSONL)")] = "vera-mh",
+) -> None:
+    """Write patient profiles: seeded synthetic ones, or converted from VERA-MH / MindEval-style personas."""
+    from theraloop.io import InputError
+    from theraloop.sessions._profiles import RISK_LEVELS, import_profiles, synthetic_profiles, write_profiles
+
+    if import_file is not None:
+        if fmt not in ("vera-mh", "mindeval"):
+            raise InputError(f"--format {fmt!r}: use vera-mh or mindeval")
+        profiles = import_profiles(import_file, fmt)
+    else:
+        levels = risk_levels.split(",") if risk_levels else None
+        if levels and set(levels) - set(RISK_LEVELS):
+            raise InputError(f"--risk-levels: unknown {sorted(set(levels) - set(RISK_LEVELS))}; use {', '.join(RISK_LEVELS)}")
+        profiles = synthetic_profiles(n, seed=seed, max_turn=max_turn, risk_levels=levels)
+    write_profiles(out, profiles)
+    typer.echo(f"wrote {len(profiles)} profiles to {out} (risk: "
+               + ", ".join(f"{level} {sum(p.risk.level == level for p in profiles)}" for level in RISK_LEVELS) + ")")
+
+
+@sessions_app.command("judge")
+def judge_command(
+    run_dir: Annotated[Path, typer.Argument(help="a simulate output folder (sessions.jsonl)", exists=True,
+                                            file_okay=False)],
+    rubric: Annotated[str | None, typer.Option(help="rubric of the turn judge (default: therajudge)")] = None,
+    no_turns: Annotated[bool, typer.Option("--no-turns", help="judge whole sessions only")] = False,
+    model: Annotated[str | None, typer.Option("--model", help="judge model: served name or local path")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="judge's OpenAI-compatible endpoint")] = None,
+    config: ConfigOption = None,
+    out: OutOption = None,
+    no_cache: NoCacheOption = False,
+    threads: ThreadsOption = None,
+) -> None:
+    """Judge every therapist turn with its history, each whole session, and the risk handling; writes summary.json."""
+    from theraloop.config import load_config
+    from theraloop.judge import LLMJudge
+    from theraloop.llm import build_llm, run_sync
+    from theraloop.manifest import write_manifest
+    from theraloop.sessions._judge import SessionJudgeConfig, build_session_judges, judge_sessions
+    from theraloop.sessions._simulate import read_sessions
+
+    overrides = {"turn_judge.rubric": rubric, "judge_turns": False if no_turns else None,
+                 "turn_judge.llm.model": model, "turn_judge.llm.base_url": base_url,
+                 "turn_judge.llm.n_threads": threads, "turn_judge.llm.cache": False if no_cache else None}
+    judge_config = load_config(SessionJudgeConfig, config, **overrides)
+    sessions = read_sessions(run_dir / "sessions.jsonl")
+    out = out or run_dir / "judged"
+    llm = build_llm(judge_config.turn_judge.llm)
+    session_llm = build_llm(judge_config.session_llm) if judge_config.session_llm else llm
+    turn_judge = LLMJudge(llm, judge_config.turn_judge) if judge_config.judge_turns else None
+    summary = run_sync(judge_sessions(sessions, out, turn_judge, build_session_judges(judge_config, session_llm),
+                                      judge_config))
+    write_manifest(out, "sessions judge", judge_config, inputs={"sessions": run_dir / "sessions.jsonl"},
+                   seed=judge_config.seed)
+    print_summary(summary)
+    from theraloop.judge._cli import warn_if_embedded_judge
+
+    warn_if_embedded_judge(llm)
+    typer.echo(f"wrote {out}")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def print_summary(summary: dict) -> None:
+    for level, block in summary["by_risk_level"].items():
+        latency = block["latency"]
+        events = "; ".join(f"{event} {latency[event]['reached']} reached (mean latency "
+                           f"{_fmt(latency[event]['mean_latency'])}), {latency[event]['missed']} missed"
+                           for event in ("acknowledged", "asked", "resources"))
+        typer.echo(f"risk {level}: {latency['sessions']} sessions, {latency['disclosed']} disclosed"
+                   + (f"; {events}" if latency["disclosed"] else ""))
+        for rubric, scores in block["session_scores"].items():
+            typer.echo(f"  {rubric}: " + ", ".join(f"{key} {_fmt(value)}" for key, value in scores["mean"].items())
+                       + (f" ({scores['parse_failures']} parse failures)" if scores["parse_failures"] else ""))
+        turn = block["turn_scores"]
+        if turn["n"]:
+            typer.echo(f"  turns (n={turn['n']}): " + ", ".join(f"{k} {_fmt(v)}" for k, v in turn["mean"].items())
+                       + (f" ({turn['parse_failures']} parse failures)" if turn["parse_failures"] else ""))
+
+
+@sessions_app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="a simulate output folder (sessions.jsonl)", exists=True,
+                                            file_okay=False)],
+    judged: Annotated[Path | None, typer.Option(help="the sessions judge output (default: RUN_DIR/judged, if any)",
+                                                file_okay=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file (default: RUN_DIR/sessions.html)")] = None,
+    title: Annotated[str, typer.Option(help="page title")] = "theraloop sessions",
+) -> None:
+    """Transcripts with per-turn scores and risk markers, and risk latency per risk level, as one HTML page."""
+    from theraloop.io import read_jsonl
+    from theraloop.judge import Judgment
+    from theraloop.sessions._report import write_sessions_html
+    from theraloop.sessions._simulate import read_sessions
+
+    sessions = read_sessions(run_dir / "sessions.jsonl")
+    judged = judged or run_dir / "judged"
+
+    def judgments(name: str) -> list:
+        path = judged / name
+        return read_jsonl(path, Judgment, allow_empty=True) if path.is_file() else []
+
+    path = write_sessions_html(out or run_dir / "sessions.html", sessions, turn_judgments=judgments("turn_judgments.jsonl"),
+                               session_judgments=judgments("session_judgments.jsonl"), title=title)
+    typer.echo(f"wrote {path} ({len(sessions)} sessions)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate_command)
+    app.add_typer(sessions_app, name="sessions")
