@@ -15,7 +15,7 @@ from theraloop.io import InputError
 from theraloop.llm._types import LLMError
 
 # Commands in the order a user meets them: the pipeline's stages, then the utilities.
-PIPELINE_ORDER = ("judge", "validate", "refine", "safety", "simulate", "generate", "prefs", "reward", "train",
+PIPELINE_ORDER = ("judge", "validate", "refine", "safety", "simulate", "sessions", "generate", "prefs", "reward", "train",
                   "align", "arena", "report", "review", "data", "models", "info")
 
 
@@ -98,12 +98,14 @@ def _register() -> None:
     from theraloop.report._cli import register as register_report
     from theraloop.review._cli import register as register_review
     from theraloop.safety._cli import register as register_safety
+    from theraloop.sessions._cli import register as register_sessions
     from theraloop.train._cli import register as register_train
 
     register_judge(app)
     register_validate(app)
     register_agent(app)
     register_safety(app)
+    register_sessions(app)
     register_prefs(app)
     register_train(app)
     register_arena(app)
