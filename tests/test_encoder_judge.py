@@ -32,10 +32,12 @@ from theraloop.judge._encoder import (
     class_weights,
     cumulative_link_loss,
     decode_ordinal,
+    evaluate_predictions,
     read_training_jsonl,
     regression_loss,
     train_encoder_judge,
 )
+from theraloop.judge._onnx import ONNX_FILE
 from theraloop.judge._run import score_items
 from theraloop.judge._train_cli import register_train
 from theraloop.records import ResponseItem
@@ -270,6 +272,61 @@ def test_killed_training_resumes_to_the_same_model(tiny_backbone, epitome_parts,
     assert flat(resumed.judge) == pytest.approx(flat(reference.judge), abs=1e-5)
 
 
+# --- ONNX Runtime scoring ---------------------------------------------------------------------
+
+
+def _expected(predictions) -> np.ndarray:
+    return np.array([[p.expected[key] for key in sorted(p.expected)] for p in predictions])
+
+
+def test_onnx_export_scores_like_torch(tiny_backbone, epitome_parts, tmp_path):
+    train, dev, test = epitome_parts
+    out = tmp_path / "judge"
+    judge = train_encoder_judge(train, dev, _config(tiny_backbone), out_dir=out, progress=False).judge
+    items = test + dev  # 22 responses in batches of 8: padding differs from the export's example batch
+    reference = judge.predict_detailed(items, batch_size=8)
+
+    judge.export_onnx(out, quantize=False)
+    fp32 = EncoderJudge.load(out, runtime="onnx", threads=1)
+    assert fp32.runtime == "onnx" and fp32.model is None and fp32.name == judge.name + "+onnx"
+    exported = fp32.predict_detailed(items, batch_size=8)
+    assert [p.levels for p in exported] == [p.levels for p in reference]
+    assert np.abs(_expected(exported) - _expected(reference)).max() < 1e-5
+    for old, new in zip(reference, exported, strict=True):
+        for key in old.probabilities:
+            assert new.probabilities[key] == pytest.approx(old.probabilities[key], abs=1e-5)
+
+    judge.export_onnx(out)  # int8: weights rounded, so levels near a threshold may flip
+    int8 = EncoderJudge.load(out, runtime="onnx", threads=1)
+    assert int8.name == judge.name + "+onnx-int8" and json.loads((out / SPEC_FILE).read_text())["onnx"][
+        "quantization"] == "int8-dynamic-per-channel"
+    quantized = int8.predict_detailed(items, batch_size=8)
+    assert np.abs(_expected(quantized) - _expected(reference)).mean() < 0.02
+    torch_f1 = evaluate_predictions(reference, items, judge.rubric)["mean_macro_f1"]
+    onnx_f1 = evaluate_predictions(quantized, items, judge.rubric)["mean_macro_f1"]
+    assert abs(onnx_f1 - torch_f1) <= 0.05
+
+    judge.save(out)  # new weights make the export stale: it is removed, not silently used
+    assert not (out / ONNX_FILE).exists()
+    with pytest.raises(InputError, match="no ONNX export; make one with `theraloop judge export"):
+        EncoderJudge.load(out, runtime="onnx")
+    with pytest.raises(InputError, match="unknown runtime 'tensorflow'"):
+        EncoderJudge.load(out, runtime="tensorflow")
+
+
+def test_onnx_export_of_the_regression_head(tiny_backbone, epitome_parts, tmp_path):
+    train, dev, test = epitome_parts
+    out = tmp_path / "judge"
+    judge = train_encoder_judge(train, dev, _config(tiny_backbone, head="regression"), out_dir=out,
+                                progress=False).judge
+    judge.export_onnx(out, quantize=False)
+    exported = EncoderJudge.load(out, runtime="onnx", threads=1).predict_detailed(test)
+    reference = judge.predict_detailed(test)
+    assert [p.levels for p in exported] == [p.levels for p in reference]
+    assert np.abs(_expected(exported) - _expected(reference)).max() < 1e-5
+    assert all(p.probabilities is None for p in exported)
+
+
 # --- training data errors and the CLI ---------------------------------------------------------
 
 
@@ -334,6 +391,22 @@ def test_cli_judge_train_encoder(tiny_backbone, epitome_parts, tmp_path):
     assert manifest["method"] == "encoder" and manifest["config"]["max_steps"] == 2
     assert set(manifest["inputs"]) == {"data", "dev"}
     assert EncoderJudge.load(out).rubric.name == "epitome"
+    assert "exported" in result.output and manifest["onnx"] == "int8"  # the default export after training
+    assert EncoderJudge.load(out, runtime="onnx").name.endswith("+onnx-int8")
+
+    exported = CliRunner().invoke(_cli_app(), ["judge", "export", str(out), "--no-quantize"])
+    assert exported.exit_code == 0, exported.output + repr(exported.exception)
+    assert EncoderJudge.load(out, runtime="onnx").name.endswith("+onnx")
+    from theraloop.cli import app
+
+    scored = CliRunner().invoke(app, ["judge", str(tmp_path / "dev.jsonl"), "--engine", "encoder", "--encoder-path",
+                                      str(out), "--runtime", "onnx", "--out", str(tmp_path / "scored")])
+    assert scored.exit_code == 0, scored.output + repr(scored.exception)
+    judgments = [json.loads(line) for line in (tmp_path / "scored" / "judgments.jsonl").read_text().splitlines()]
+    assert len(judgments) == len(dev) and all(j["judge"].endswith("+onnx") for j in judgments)
+    wrong = CliRunner().invoke(app, ["judge", str(tmp_path / "dev.jsonl"), "--runtime", "onnx", "--out",
+                                     str(tmp_path / "wrong")])
+    assert wrong.exit_code != 0 and "--runtime applies to --engine encoder" in wrong.output
 
     refused = CliRunner().invoke(_cli_app(), ["judge", "train", "--method", "dpo", "--head", "ordinal", "--data",
                                               str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "dpo")])

@@ -140,6 +140,35 @@ def test_margins_are_standardised_differences_of_the_other_criteria_and_cached(t
         compute_margins({"empathy": empathy}, pairs, "empathy")
 
 
+def test_onnx_export_scores_like_torch_and_keeps_margin_caches_apart(trained, tmp_path):
+    import shutil
+
+    result, out = trained
+    folder = shutil.copytree(out, tmp_path / "reward")  # the fixture's folder stays as other tests expect it
+    pairs = make_pairs()
+    prompts = [p.prompt for p in pairs] * 2
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    reference = result.model.score(prompts, responses, batch_size=16)
+
+    result.model.export_onnx(folder, quantize=False)
+    fp32 = RewardModel.load(folder, runtime="onnx", threads=1)
+    assert fp32.net is None and fp32.fingerprint == result.model.fingerprint + "+onnx"
+    assert np.abs(fp32.score(prompts, responses, batch_size=16) - reference).max() < 1e-4
+    assert np.allclose(fp32.score(prompts[:3], responses[:3], standardised=True),
+                       result.model.standardise(reference[:3]), atol=1e-4)
+
+    result.model.export_onnx(folder)
+    int8 = RewardModel.load(folder, runtime="onnx", threads=1)
+    assert int8.fingerprint == result.model.fingerprint + "+onnx-int8"
+    quantized = int8.score(prompts, responses, batch_size=16)
+    # Quantisation moves rewards by a small fraction of their spread and keeps the preferences.
+    assert np.abs(quantized - reference).max() < 0.1 * reference.std()
+    n = len(pairs)
+    assert np.array_equal(quantized[:n] > quantized[n:], reference[:n] > reference[n:])
+    with pytest.raises(ValueError, match="cannot be saved"):
+        int8.save(tmp_path / "again")
+
+
 def test_read_pairs_filters_by_criterion_and_names_bad_lines(tmp_path):
     path = tmp_path / "pairs.jsonl"
     records = [p.model_dump() for p in make_pairs(3)]

@@ -93,6 +93,8 @@ def score_command(
     out: OutOption = None,
     engine: Annotated[str, typer.Option(help="llm | encoder")] = "llm",
     encoder_path: Annotated[Path | None, typer.Option(help="trained encoder judge folder (--engine encoder)")] = None,
+    runtime: Annotated[str, typer.Option(help="--engine encoder: torch | onnx (the folder's ONNX export, "
+                                              "several times faster)")] = "torch",
     rubric: Annotated[str | None, typer.Option(help="rubric name or YAML path")] = None,
     mode: Annotated[str | None, typer.Option(help="absolute | pairwise")] = None,
     calibration: Annotated[Path | None, typer.Option(help="calibration JSON from `judge calibrate`")] = None,
@@ -142,12 +144,14 @@ def score_command(
                        f"(orders disagreed {counts['position_inconsistent']})")
     else:
         items, _ = load_response_items(input, max_chars, on_long)
+        if runtime != "torch" and engine != "encoder":
+            raise typer.BadParameter("--runtime applies to --engine encoder")
         if engine == "encoder":
             from theraloop.judge._encoder import EncoderJudge
 
             if encoder_path is None:
                 raise typer.BadParameter("--engine encoder needs --encoder-path (a folder from `judge train`)")
-            judge = EncoderJudge.load(encoder_path)
+            judge = EncoderJudge.load(encoder_path, runtime=runtime)
         elif engine == "llm":
             llm = build_llm(judge_config.llm)
             judge = LLMJudge(llm, judge_config)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from theraloop.config import StrictModel
 from theraloop.io import InputError, read_jsonl, sha256_json, write_json
+from theraloop.judge._onnx import ONNX_FILE, OnnxPairModel, check_runtime, export_pair_model, runtime_tag
 from theraloop.judge._types import Judgment
 from theraloop.manifest import config_hash
 from theraloop.records import ResponseItem
@@ -234,21 +235,25 @@ class PairTokenizer:
             encoded.append(_Encoded(list(pair.ids), list(pair.type_ids)))
         return encoded
 
+    def collate_numpy(self, batch: Sequence[_Encoded]) -> dict[str, np.ndarray]:
+        """Right-padded int64 arrays: input_ids, attention_mask and (if the model reads them) token_type_ids."""
+        width = max(len(item.ids) for item in batch)
+        input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        type_ids = np.zeros((len(batch), width), dtype=np.int64)
+        attention = np.zeros((len(batch), width), dtype=np.int64)
+        for row, item in enumerate(batch):
+            input_ids[row, :len(item.ids)] = item.ids
+            type_ids[row, :len(item.ids)] = item.type_ids
+            attention[row, :len(item.ids)] = 1
+        arrays = {"input_ids": input_ids, "attention_mask": attention}
+        if self.uses_type_ids:
+            arrays["token_type_ids"] = type_ids
+        return arrays
+
     def collate(self, batch: Sequence[_Encoded]) -> dict[str, torch.Tensor]:
         import torch
 
-        width = max(len(item.ids) for item in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        type_ids = torch.zeros((len(batch), width), dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, item in enumerate(batch):
-            input_ids[row, :len(item.ids)] = torch.tensor(item.ids)
-            type_ids[row, :len(item.ids)] = torch.tensor(item.type_ids)
-            attention[row, :len(item.ids)] = 1
-        tensors = {"input_ids": input_ids, "attention_mask": attention}
-        if self.uses_type_ids:
-            tensors["token_type_ids"] = type_ids
-        return tensors
+        return {name: torch.from_numpy(array) for name, array in self.collate_numpy(batch).items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,11 +320,40 @@ def evaluate_predictions(predictions: Sequence[EncoderPrediction], items: Sequen
 # The judge.
 
 
-class EncoderJudge:
-    """A trained encoder judge. Implements the Judge Protocol; `predict` scores in batches."""
+def decode_outputs(outputs: torch.Tensor, head: str, span: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                          torch.Tensor | None]:
+    """The heads' outputs -> (0-based levels, expected levels, class probabilities or None)."""
+    if head == "ordinal":
+        return decode_ordinal(outputs)
+    expected = (outputs * span).clamp(0, span)
+    return expected.round().long(), expected, None
 
-    def __init__(self, model: nn.Module, tokenizer: Any, rubric: Rubric, spec: dict[str, Any]):
-        self.model = model.eval()
+
+def _scoring_module(model: nn.Module, head: str, span: int) -> nn.Module:
+    """The model with decoding inside, so the ONNX graph returns what predict_detailed reads."""
+    from torch import nn
+
+    class Scoring(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(output for output in decode_outputs(self.model(*inputs), head, span) if output is not None)
+
+    return Scoring()
+
+
+class EncoderJudge:
+    """A trained encoder judge. Implements the Judge Protocol; `predict` scores in batches, with the
+    torch model or (when loaded with runtime="onnx") its exported ONNX graph."""
+
+    def __init__(self, model: nn.Module | None, tokenizer: Any, rubric: Rubric, spec: dict[str, Any],
+                 onnx: OnnxPairModel | None = None):
+        if (model is None) == (onnx is None):
+            raise ValueError("an encoder judge scores with a torch model or an ONNX session: give exactly one")
+        self.model = model.eval() if model is not None else None
+        self.onnx = onnx
         self.tokenizer = tokenizer
         self.pair_tokenizer = PairTokenizer(tokenizer, spec["max_length"])
         self._rubric = rubric
@@ -336,7 +370,12 @@ class EncoderJudge:
         # The weights' hash tells apart two judges trained on the same backbone, so traces and caches
         # keyed by judge name never mix them.
         weights = self.spec.get("weights_sha256")
-        return f"encoder:{self.spec['backbone_name']}:{self.spec['head']}" + (f"@{weights[:12]}" if weights else "")
+        return (f"encoder:{self.spec['backbone_name']}:{self.spec['head']}" + (f"@{weights[:12]}" if weights else "")
+                + (runtime_tag(self.onnx.spec) if self.onnx is not None else ""))
+
+    @property
+    def runtime(self) -> str:
+        return "torch" if self.onnx is None else "onnx"
 
     @property
     def head(self) -> str:
@@ -350,7 +389,6 @@ class EncoderJudge:
 
     def predict_detailed(self, items: Sequence[ResponseItem], batch_size: int = 32,
                          progress: bool = False) -> list[EncoderPrediction]:
-        import torch
         from tqdm.auto import tqdm
 
         encoded = self.pair_tokenizer.encode([item.context for item in items], [item.response for item in items])
@@ -359,13 +397,10 @@ class EncoderJudge:
         results: list[EncoderPrediction | None] = [None] * len(items)
         scale = self._rubric.scale
         keys = self._rubric.keys
-        self.model.eval()
-        with torch.inference_mode(), tqdm(total=len(items), desc=f"scoring ({self.name})",
-                                          disable=not progress, dynamic_ncols=True) as bar:
+        with tqdm(total=len(items), desc=f"scoring ({self.name})", disable=not progress, dynamic_ncols=True) as bar:
             for start in range(0, len(order), batch_size):
                 batch = order[start:start + batch_size]
-                outputs = self.model(**self.pair_tokenizer.collate([encoded[index] for index in batch]))
-                levels, expected, probabilities = self._decode(outputs)
+                levels, expected, probabilities = self._score_batch([encoded[index] for index in batch])
                 for row, index in enumerate(batch):
                     results[index] = EncoderPrediction(
                         id=items[index].id, system=items[index].system,
@@ -376,12 +411,20 @@ class EncoderJudge:
                 bar.update(len(batch))
         return [result for result in results if result is not None]
 
-    def _decode(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        if self.head == "ordinal":
-            return decode_ordinal(outputs)
-        span = self._rubric.scale.max - self._rubric.scale.min
-        expected = (outputs * span).clamp(0, span)
-        return expected.round().long(), expected, None
+    def _score_batch(self, batch: Sequence[_Encoded]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if self.onnx is not None:
+            outputs = self.onnx.run(self.pair_tokenizer.collate_numpy(batch))
+            return outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None
+        import torch
+
+        self.model.eval()
+        with torch.inference_mode():
+            decoded = decode_outputs(self.model(**self.pair_tokenizer.collate(batch)), self.head, self._span)
+        return tuple(None if output is None else output.numpy() for output in decoded)  # type: ignore[return-value]
+
+    @property
+    def _span(self) -> int:
+        return self._rubric.scale.max - self._rubric.scale.min
 
     def predict(self, items: Sequence[ResponseItem], batch_size: int = 32, progress: bool = False) -> list[Judgment]:
         return [self._judgment(prediction) for prediction in self.predict_detailed(items, batch_size, progress)]
@@ -420,8 +463,13 @@ class EncoderJudge:
         """Write a self-contained folder: backbone weights and tokenizer, heads, and the spec JSON."""
         from safetensors.torch import save_file
 
+        if self.model is None:
+            raise ValueError("an ONNX-loaded judge cannot be saved; save the torch judge it was exported from")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        # New weights make an earlier export stale: drop it rather than score with the old graph.
+        (path / ONNX_FILE).unlink(missing_ok=True)
+        self.spec.pop("onnx", None)
         self.model.backbone.save_pretrained(path / BACKBONE_DIR)
         self.tokenizer.save_pretrained(path / BACKBONE_DIR)
         save_file({name: tensor.detach().contiguous() for name, tensor in self.model.heads.state_dict().items()},
@@ -433,11 +481,24 @@ class EncoderJudge:
         write_json(path / SPEC_FILE, self.spec)
         return path
 
+    def export_onnx(self, path: str | Path, quantize: bool = True) -> Path:
+        """Export the saved judge in `path` to path/model.onnx (int8 dynamic quantisation by default)
+        and record it in the spec, so `load(path, runtime="onnx")` can score without the torch model."""
+        if self.model is None:
+            raise ValueError("export from the torch judge (load it with runtime='torch')")
+        path = Path(path)
+        if not (path / SPEC_FILE).is_file():
+            raise InputError(f"{path}: save the judge there before exporting it")
+        outputs = ["levels", "expected", "probabilities"] if self.head == "ordinal" else ["levels", "expected"]
+        self.spec["onnx"] = export_pair_model(_scoring_module(self.model, self.head, self._span), self.pair_tokenizer,
+                                              path, outputs, quantize)
+        write_json(path / SPEC_FILE, self.spec)
+        return path / self.spec["onnx"]["file"]
+
     @classmethod
-    def load(cls, path: str | Path, threads: int | None = None) -> EncoderJudge:
-        import torch
-        from safetensors.torch import load_file
-        from transformers import AutoModel, AutoTokenizer
+    def load(cls, path: str | Path, threads: int | None = None, runtime: str = "torch") -> EncoderJudge:
+        """Load a judge folder; runtime "onnx" scores with its exported graph (see export_onnx)."""
+        from transformers import AutoTokenizer
 
         path = Path(path)
         spec_path = path / SPEC_FILE
@@ -447,11 +508,19 @@ class EncoderJudge:
         spec = json.loads(spec_path.read_text(encoding="utf-8"))
         if spec.get("format") != FORMAT_VERSION:
             raise InputError(f"{spec_path}: format {spec.get('format')!r}, this version reads {FORMAT_VERSION}")
+        rubric = Rubric.model_validate(spec["rubric"])
+        tokenizer = AutoTokenizer.from_pretrained(path / BACKBONE_DIR)
+        if check_runtime(runtime) == "onnx":
+            if "onnx" not in spec:
+                raise InputError(f"{path}: no ONNX export; make one with `theraloop judge export {path}`")
+            return cls(None, tokenizer, rubric, spec, onnx=OnnxPairModel(path, spec["onnx"], threads))
+        import torch
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
         if threads:
             torch.set_num_threads(threads)
-        rubric = Rubric.model_validate(spec["rubric"])
         backbone = AutoModel.from_pretrained(path / BACKBONE_DIR)
-        tokenizer = AutoTokenizer.from_pretrained(path / BACKBONE_DIR)
         model = _build_model(backbone, len(rubric.keys), len(rubric.scale.levels), spec["head"], spec["dropout"])
         model.heads.load_state_dict(load_file(str(path / HEADS_FILE)))
         return cls(model, tokenizer, rubric, spec)
@@ -732,6 +801,7 @@ __all__ = [
     "class_weights",
     "cumulative_link_loss",
     "decode_ordinal",
+    "decode_outputs",
     "evaluate_predictions",
     "ordinal_targets",
     "read_training_jsonl",

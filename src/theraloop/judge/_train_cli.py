@@ -23,6 +23,9 @@ def _train_encoder(data: Path, dev: Path | None, out: Path, config_path: Path | 
     from theraloop.judge._encoder import EncoderJudgeConfig, read_training_jsonl, train_encoder_judge
     from theraloop.manifest import write_manifest
 
+    onnx = overrides.get("onnx") or "int8"
+    if onnx not in ONNX_CHOICES:
+        raise typer.BadParameter(f"unknown --onnx {onnx!r}: use {' | '.join(ONNX_CHOICES)}", param_hint="--onnx")
     config = load_config(EncoderJudgeConfig, config_path, **_method_flags("encoder", overrides))
     train_items = read_training_jsonl(data, config)
     dev_items = read_training_jsonl(dev, config) if dev is not None else None
@@ -34,9 +37,12 @@ def _train_encoder(data: Path, dev: Path | None, out: Path, config_path: Path | 
         if metrics["n"]:
             typer.echo(f"  {key:>22}: accuracy {metrics['accuracy']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
                        f"MAE {metrics['mae']:.3f}  (n={metrics['n']})")
+    if onnx != "none":
+        typer.echo(f"exported {result.judge.export_onnx(out, quantize=onnx == 'int8')} "
+                   f"(score with --engine encoder --runtime onnx)")
     write_json(out / "metrics.json", {"best_epoch": result.best_epoch, "history": result.history})
     write_manifest(out, "judge train", config, inputs={"data": data, "dev": dev}, seed=config.seed,
-                   extra={"method": "encoder", "judge": result.judge.name})
+                   extra={"method": "encoder", "judge": result.judge.name, "onnx": onnx})
 
 
 def _train_dpo(data: Path, dev: Path | None, out: Path, config_path: Path | None, overrides: dict) -> None:
@@ -66,16 +72,21 @@ def _train_dpo(data: Path, dev: Path | None, out: Path, config_path: Path | None
 # Flags each method understands; giving another method's flag is an error rather than silently ignored.
 METHOD_FLAGS = {
     "encoder": {"rubric", "head", "epochs", "max_steps", "max_length", "batch_size", "learning_rate", "backbone",
-                "threads", "seed"},
+                "threads", "seed", "onnx"},
     "dpo": {"rubric", "model", "epochs", "max_steps", "max_length", "batch_size", "learning_rate", "threads", "seed"},
 }
 
+# Flags that are not config fields; the trainer reads them. --onnx: the encoder judge's export after training.
+NOT_CONFIG = {"onnx"}
+ONNX_CHOICES = ("int8", "fp32", "none")
+
 
 def _method_flags(method: str, overrides: dict) -> dict:
+    """The config fields among the flags; flags that are not config fields (--onnx) are read by the trainer."""
     foreign = sorted(key for key, value in overrides.items() if value is not None and key not in METHOD_FLAGS[method])
     if foreign:
         raise typer.BadParameter(f"--{foreign[0].replace('_', '-')} does not apply to --method {method}")
-    return {key: value for key, value in overrides.items() if key in METHOD_FLAGS[method]}
+    return {key: value for key, value in overrides.items() if key in METHOD_FLAGS[method] and key not in NOT_CONFIG}
 
 
 # method name -> trainer(data, dev, out, config_path, flag overrides)
@@ -102,6 +113,8 @@ def train_command(
     model: Annotated[str | None, typer.Option(help="--method dpo: local chat model folder or .gguf file "
                                                    "(default: the embedded SmolLM2 GGUF)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    onnx: Annotated[str | None, typer.Option(help="--method encoder: also export for ONNX Runtime scoring: "
+                                                  "int8 (default) | fp32 | none")] = None,
     seed: SeedOption = None,
 ) -> None:
     """Train a judge on human scores; writes the judge folder, metrics.json and a manifest into --out.
@@ -114,11 +127,25 @@ def train_command(
     out = out or Path("runs") / f"judge-train-{method}-{data.stem}"
     overrides = {"rubric": rubric, "head": head, "epochs": epochs, "max_steps": max_steps, "max_length": max_length,
                  "batch_size": batch_size, "learning_rate": learning_rate, "backbone": backbone, "model": model,
-                 "threads": threads, "seed": seed}
+                 "threads": threads, "onnx": onnx, "seed": seed}
     TRAINERS[method](data, dev, out, config, overrides)
     typer.echo(f"wrote {out}")
 
 
+def export_command(
+    folder: Annotated[Path, typer.Argument(help="encoder judge folder from `judge train --method encoder`")],
+    quantize: Annotated[bool, typer.Option("--quantize/--no-quantize",
+                                           help="int8 dynamic quantisation of the weights (default) or fp32")] = True,
+) -> None:
+    """Export a trained encoder judge for ONNX Runtime into its folder; score with `--runtime onnx`."""
+    from theraloop.judge._encoder import EncoderJudge
+
+    path = EncoderJudge.load(folder).export_onnx(folder, quantize=quantize)
+    typer.echo(f"wrote {path}; score with: theraloop judge ITEMS.jsonl --engine encoder --encoder-path {folder} "
+               "--runtime onnx")
+
+
 def register_train(judge_app: typer.Typer) -> None:
-    """Add `train` to the `judge` command group."""
+    """Add `train` and `export` to the `judge` command group."""
     judge_app.command("train")(train_command)
+    judge_app.command("export")(export_command)

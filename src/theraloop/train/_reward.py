@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from theraloop.config import StrictModel
 from theraloop.io import InputError, JSONLAppender, read_jsonl, sha256_json, write_json
+from theraloop.judge._onnx import ONNX_FILE, OnnxPairModel, check_runtime, export_pair_model, runtime_tag
 from theraloop.prefs import PreferencePair
 
 if TYPE_CHECKING:
@@ -110,12 +111,16 @@ def _build_net(backbone: Any) -> nn.Module:
 
 
 class RewardModel:
-    """A trained reward model for one criterion: raw `score`, `standardise`, save/load a folder."""
+    """A trained reward model for one criterion: raw `score`, `standardise`, save/load a folder. Scores
+    with the torch net, or (loaded with runtime="onnx") with its exported ONNX graph."""
 
-    def __init__(self, net: nn.Module, tokenizer: Any, spec: dict[str, Any]):
+    def __init__(self, net: nn.Module | None, tokenizer: Any, spec: dict[str, Any], onnx: OnnxPairModel | None = None):
         from theraloop.judge._encoder import PairTokenizer
 
-        self.net = net.eval()
+        if (net is None) == (onnx is None):
+            raise ValueError("a reward model scores with a torch net or an ONNX session: give exactly one")
+        self.net = net.eval() if net is not None else None
+        self.onnx = onnx
         self.tokenizer = tokenizer
         self.spec = spec
         self.pair_tokenizer = PairTokenizer(tokenizer, spec["max_length"])
@@ -134,8 +139,9 @@ class RewardModel:
 
     @property
     def fingerprint(self) -> str:
-        """Identifies these weights and this standardisation (set when training finishes)."""
-        return self.spec["fingerprint"]
+        """Identifies these weights and this standardisation (set when training finishes), and the
+        ONNX runtime when scoring with it, so cached margins of the two runtimes never mix."""
+        return self.spec["fingerprint"] + (runtime_tag(self.onnx.spec) if self.onnx is not None else "")
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list:
         pairs = [reward_input(prompt, response) for prompt, response in zip(prompts, responses, strict=True)]
@@ -147,17 +153,22 @@ class RewardModel:
     def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64,
               standardised: bool = False) -> np.ndarray:
         """Rewards of (prompt, response) pairs in input order: raw, or standardised with `standardise`."""
-        import torch
-
         encoded = self.encode(prompts, responses)
         order = sorted(range(len(encoded)), key=lambda index: len(encoded[index].ids))
         raw = np.zeros(len(encoded))
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            raw[batch] = self._score_batch([encoded[index] for index in batch])
+        return self.standardise(raw) if standardised else raw
+
+    def _score_batch(self, batch: Sequence) -> np.ndarray:
+        if self.onnx is not None:
+            return self.onnx.run(self.pair_tokenizer.collate_numpy(batch))[0].astype(float)
+        import torch
+
         self.net.eval()
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
-                raw[batch] = self.forward_encoded([encoded[index] for index in batch]).double().numpy()
-        return self.standardise(raw) if standardised else raw
+            return self.forward_encoded(batch).double().numpy()
 
     def standardise(self, raw: np.ndarray | Sequence[float]) -> np.ndarray:
         """(raw - mean) / sd with the mean and sd of this model's rewards on its training responses."""
@@ -166,8 +177,13 @@ class RewardModel:
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
 
+        if self.net is None:
+            raise ValueError("an ONNX-loaded reward model cannot be saved; save the torch model it was exported from")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        # New weights make an earlier export stale: drop it rather than score with the old graph.
+        (path / ONNX_FILE).unlink(missing_ok=True)
+        self.spec.pop("onnx", None)
         self.net.backbone.save_pretrained(path / BACKBONE_DIR)
         self.tokenizer.save_pretrained(path / BACKBONE_DIR)
         save_file({name: tensor.detach().contiguous() for name, tensor in self.net.head.state_dict().items()},
@@ -175,10 +191,22 @@ class RewardModel:
         write_json(path / SPEC_FILE, self.spec)
         return path
 
+    def export_onnx(self, path: str | Path, quantize: bool = True) -> Path:
+        """Export the saved model in `path` to path/model.onnx (int8 dynamic quantisation by default)
+        and record it in the spec, so `load(path, runtime="onnx")` scores without torch."""
+        if self.net is None:
+            raise ValueError("export from the torch model (load it with runtime='torch')")
+        path = Path(path)
+        if not (path / SPEC_FILE).is_file():
+            raise InputError(f"{path}: save the reward model there before exporting it")
+        self.spec["onnx"] = export_pair_model(self.net, self.pair_tokenizer, path, ["reward"], quantize)
+        write_json(path / SPEC_FILE, self.spec)
+        return path / ONNX_FILE
+
     @classmethod
-    def load(cls, path: str | Path) -> RewardModel:
-        from safetensors.torch import load_file
-        from transformers import AutoModel, AutoTokenizer
+    def load(cls, path: str | Path, runtime: str = "torch", threads: int | None = None) -> RewardModel:
+        """Load a reward model folder; runtime "onnx" scores with its exported graph (see export_onnx)."""
+        from transformers import AutoTokenizer
 
         path = Path(path)
         spec_path = path / SPEC_FILE
@@ -188,9 +216,17 @@ class RewardModel:
         spec = json.loads(spec_path.read_text(encoding="utf-8"))
         if spec.get("format") != FORMAT_VERSION:
             raise InputError(f"{spec_path}: format {spec.get('format')!r}, this version reads {FORMAT_VERSION}")
+        tokenizer = AutoTokenizer.from_pretrained(path / BACKBONE_DIR)
+        if check_runtime(runtime) == "onnx":
+            if "onnx" not in spec:
+                raise InputError(f"{path}: no ONNX export; make one with RewardModel.export_onnx")
+            return cls(None, tokenizer, spec, onnx=OnnxPairModel(path, spec["onnx"], threads))
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
         net = _build_net(AutoModel.from_pretrained(path / BACKBONE_DIR))
         net.head.load_state_dict(load_file(str(path / HEAD_FILE)))
-        return cls(net, AutoTokenizer.from_pretrained(path / BACKBONE_DIR), spec)
+        return cls(net, tokenizer, spec)
 
 
 # ---------------------------------------------------------------------------------------------

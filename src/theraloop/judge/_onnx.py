@@ -1,0 +1,93 @@
+"""ONNX Runtime scoring for the (context, response) pair models: the encoder judge and the reward
+models. A torch module is exported once into the model's folder, by default with int8 dynamic
+quantisation of its weight matrices; scoring then runs in ONNX Runtime, several times faster on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from theraloop.io import InputError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+Runtime = Literal["torch", "onnx"]
+RUNTIMES: tuple[str, ...] = ("torch", "onnx")
+ONNX_FILE = "model.onnx"
+OPSET = 17
+
+
+def check_runtime(runtime: str) -> Runtime:
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown runtime {runtime!r}: use {' or '.join(RUNTIMES)}")
+    return runtime  # type: ignore[return-value]
+
+
+def export_pair_model(module: nn.Module, pair_tokenizer: Any, folder: str | Path, output_names: Sequence[str],
+                      quantize: bool = True) -> dict[str, Any]:
+    """Write `module` (called as module(input_ids, attention_mask[, token_type_ids])) to folder/model.onnx
+    with dynamic batch and length axes; returns the description to store in the model's spec."""
+    import torch
+
+    folder = Path(folder)
+    target = folder / ONNX_FILE
+    fp32 = folder / "model.fp32.onnx"
+    # Two pairs of different lengths, so padding and the attention mask are traced as they are used.
+    example = pair_tokenizer.collate(pair_tokenizer.encode(["an example post", "another, longer example post here"],
+                                                           ["a reply", "a somewhat longer reply to it"]))
+    input_names = list(example)
+    module.eval()
+    with torch.inference_mode():
+        torch.onnx.export(module, tuple(example.values()), str(fp32), input_names=input_names,
+                          output_names=list(output_names), opset_version=OPSET, dynamo=False,
+                          dynamic_axes={**{name: {0: "batch", 1: "tokens"} for name in input_names},
+                                        **{name: {0: "batch"} for name in output_names}})
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # One scale per output channel: per-tensor scales moved a MiniLM judge's expected levels by
+        # 0.044 on average on EPITOME, per-channel by 0.013.
+        quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8, per_channel=True)
+        fp32.unlink()
+    else:
+        fp32.replace(target)
+    return {"file": ONNX_FILE, "quantization": "int8-dynamic-per-channel" if quantize else "none", "opset": OPSET,
+            "inputs": input_names, "outputs": list(output_names),
+            "sha256": hashlib.sha256(target.read_bytes()).hexdigest()}
+
+
+def runtime_tag(onnx_spec: dict[str, Any]) -> str:
+    """Marks names and fingerprints of ONNX-scored models: int8 scores differ slightly from torch's,
+    so caches keyed by them must not mix the two."""
+    return "+onnx-int8" if onnx_spec["quantization"].startswith("int8") else "+onnx"
+
+
+class OnnxPairModel:
+    """An exported pair model in an ONNX Runtime session; `run` takes PairTokenizer.collate_numpy output."""
+
+    def __init__(self, folder: str | Path, onnx_spec: dict[str, Any], threads: int | None = None):
+        import onnxruntime
+
+        path = Path(folder) / onnx_spec["file"]
+        if not path.is_file():
+            raise InputError(f"{folder}: its spec names {onnx_spec['file']} but the file is missing; export again")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        # The exporter drops inputs the graph never reads (token_type_ids of some backbones).
+        self.input_names = [node.name for node in self.session.get_inputs()]
+        self.spec = onnx_spec
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, {name: inputs[name] for name in self.input_names})
+
+
+__all__ = ["ONNX_FILE", "RUNTIMES", "OnnxPairModel", "Runtime", "check_runtime", "export_pair_model", "runtime_tag"]
