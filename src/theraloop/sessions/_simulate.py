@@ -13,6 +13,7 @@ with the completion cache a re-run replays the same conversation at no cost.
 
 from __future__ import annotations
 
+import difflib
 import re
 import time
 from collections.abc import Sequence
@@ -149,11 +150,22 @@ _DRIFT_SCHEMA = {"type": "object", "properties": {"in_profile": {"type": "boolea
                  "required": ["in_profile", "reason"], "additionalProperties": False}
 
 
-def drift_reasons(profile: PatientProfile, text: str, risk: TurnRisk, disclosure_due: bool) -> list[str]:
-    """Rule checks that the patient message still plays the profile (empty list: in profile)."""
+def _echoes(text: str, earlier: Sequence[str]) -> bool:
+    """Nearly the same as an earlier message: small models fall into copying the conversation."""
+    words = text.lower().split()
+    return bool(words) and any(difflib.SequenceMatcher(None, words, other.lower().split()).ratio() >= 0.8
+                               for other in earlier)
+
+
+def drift_reasons(profile: PatientProfile, text: str, risk: TurnRisk, disclosure_due: bool,
+                  earlier: Sequence[str] = ()) -> list[str]:
+    """Rule checks that the patient message still plays the profile (empty list: in profile); `earlier`
+    holds the session's previous messages, both roles."""
     reasons = []
     if not text.strip():
         reasons.append("empty message")
+    if _echoes(text, earlier):
+        reasons.append("repeats an earlier message")
     if _ROLE_REVERSAL.search(text):
         reasons.append("talks like the therapist or an AI")
     tier = RiskTier.parse(risk.tier)
@@ -220,7 +232,8 @@ class Simulator:
             text = raw.replace(END_MARKER, "").strip() or "(says nothing)"
             assessment = self.guard.assess(text)
             risk = TurnRisk(tier=assessment.label, categories=list(assessment.categories))
-            drift = drift_reasons(profile, raw.replace(END_MARKER, ""), risk, due)
+            earlier = [message for turn in turns for message in (turn.patient, turn.therapist)]
+            drift = drift_reasons(profile, raw.replace(END_MARKER, ""), risk, due, earlier)
             if self.config.drift_llm and (reason := await self._llm_drift(profile, text, index)):
                 drift.append(reason)
             request = ChatRequest(messages=_therapist_messages(self.therapist_prompt, turns, text),
