@@ -394,3 +394,22 @@ def test_labelled_sample_takes_top_and_bottom_items_per_dimension():
         assert sum(item.human_scores[key] == 2 for item in sample) >= 2
         assert sum(item.human_scores[key] == 0 for item in sample) >= 2
     assert labelled_sample(items, RUBRIC, 2, seed=0) == sample
+
+
+def test_audit_command_samples_epitome_for_any_rubric(openai_stub, shared_data, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from theraloop.judge._cli import register
+
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    register(app)
+    out = tmp_path / "audit"
+    result = CliRunner().invoke(app, ["judge", "audit", "--epitome", str(shared_data / "epitome"), "--rubric",
+                                      "therajudge", "--per-level", "1", "--base-url", openai_stub.base_url,
+                                      "--model", "m", "--max-items-per-probe", "2", "--out", str(out)])
+    data = json.loads((out / "judge_audit.json").read_text())
+    assert result.exit_code == 1 and data["rubric"] == "therajudge" and data["n_items"] == 6
+    # EPITOME levels are not TheraJudge dimensions: sensitivity comes from degraded copies only.
+    assert set(data["sensitivity"]) >= {"degraded"} and "labelled" not in data["sensitivity"]

@@ -38,6 +38,7 @@ def audit_command(
                                                       "default: the bundled examples")] = None,
     epitome: Annotated[Path | None, typer.Option(help="EPITOME folder: sample its test split instead of INPUT "
                                                       "(human levels give labelled sensitivity pairs)")] = None,
+    per_level: Annotated[int | None, typer.Option(help="with --epitome: items per mechanism at level 0 and 2")] = None,
     config: ConfigOption = None,
     out: OutOption = None,
     engine: Annotated[str | None, typer.Option(help="llm | encoder")] = None,
@@ -63,6 +64,7 @@ def audit_command(
 
     run_config = load_config(
         AuditRunConfig, config, engine=engine, encoder_path=str(encoder_path) if encoder_path else None,
+        per_level=per_level,
         **{"judge.rubric": rubric, "judge.seed": seed, "audit.seed": seed, "audit.judge_family": judge_family,
            "audit.max_items_per_probe": max_items_per_probe},
         **llm_overrides("judge.llm", backend, model, base_url, None, no_cache, threads))
@@ -78,10 +80,12 @@ def audit_command(
         judge = LLMJudge(build_llm(run_config.judge.llm), run_config.judge)
     if epitome is not None:
         from theraloop.data._epitome import epitome_split, load_epitome
+        from theraloop.rubrics import load_rubric
 
         source = epitome
-        items = labelled_sample(epitome_split(load_epitome(epitome)).test, judge.rubric, run_config.per_level,
-                                seed=run_config.audit.seed)
+        # Sampled by the EPITOME levels whatever the judge's rubric: another rubric still gets degraded pairs.
+        items = labelled_sample(epitome_split(load_epitome(epitome)).test, load_rubric("epitome"),
+                                run_config.per_level, seed=run_config.audit.seed)
     else:
         source = input or bundled_examples_path()
         items = read_jsonl(source, ResponseItem)
