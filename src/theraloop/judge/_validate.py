@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from theraloop.config import StrictModel
 from theraloop.io import InputError
+from theraloop.judge._calibration import CALIBRATION_METHODS, MAP_METHODS, Calibration, fit_map
 from theraloop.stats._agreement import ICC_KINDS, AgreementReport, ICCEstimate, agreement_report
 
 if TYPE_CHECKING:
@@ -169,17 +171,177 @@ def validate(inputs: dict[str, JudgeInput], source: Literal["judgments", "mental
                       level=config.level, judges=results, data=data or {})
 
 
-def validate_mentalalign(root: str | Path, config: ValidateConfig | None = None) -> Validation:
-    """The benchmark protocol: every judge against the clinical experts, own family excluded."""
+def mentalalign_inputs(root: str | Path, config: ValidateConfig) -> tuple[dict[str, JudgeInput], dict[str, Any]]:
+    """The benchmark's judges as JudgeInputs (own family excluded unless configured) and its provenance."""
     from theraloop.data._mentalalign import load_mentalalign
 
-    config = config or ValidateConfig()
     data = load_mentalalign(root, config.judges, config.cleaning)
     provenance = {"root": str(root), "cleaning": data.cleaning, "sha256": data.sha256,
                   "conversations": len(data.conv_ids),
                   "dropped_cells": data.drop_counts(), "kept_cells_parsed_from": data.parsed_from}
-    inputs = inputs_from_mentalalign(data, config.exclude_own_family)
+    return inputs_from_mentalalign(data, config.exclude_own_family), provenance
+
+
+def mentalalign_conversation(response_id: str) -> str:
+    """MentalAlign response ids are `conv_id/generator`: calibration splits by conversation."""
+    return response_id.split("/", 1)[0]
+
+
+def validate_mentalalign(root: str | Path, config: ValidateConfig | None = None) -> Validation:
+    """The benchmark protocol: every judge against the clinical experts, own family excluded."""
+    config = config or ValidateConfig()
+    inputs, provenance = mentalalign_inputs(root, config)
     return validate(inputs, "mentalalign", config, provenance)
+
+
+# ---------------------------------------------------------------- calibration on held-out humans
+
+
+class HeldOutMetrics(BaseModel):
+    """Judge (calibrated or not) against humans on the held-out half: bias and MAE are judge - human."""
+
+    n: int
+    bias: float
+    mae: float
+    icc_a1: float | None
+    icc_c1: float | None
+
+
+class CalibrationCell(BaseModel):
+    """One judge and dimension: the method used, and held-out agreement uncalibrated ("none") and
+    after every map fitted on the fit half, at response and at system level."""
+
+    method: str
+    n_fit: int
+    selection: dict[str, float] | None = None
+    response: dict[str, HeldOutMetrics]
+    system: dict[str, HeldOutMetrics | None]
+
+    @property
+    def meets_goal(self) -> bool:
+        """|bias| < 0.1 and ICC(A,1) not below the uncalibrated value, at response level."""
+        before, after = self.response["none"], self.response[self.method]
+        return abs(after.bias) < 0.1 and (after.icc_a1 or -np.inf) >= (before.icc_a1 or -np.inf)
+
+
+class CalibrationStudy(BaseModel):
+    method: str
+    seed: int
+    split: dict[str, int]
+    cells: dict[str, dict[str, CalibrationCell]]  # judge -> dimension -> cell
+    calibrations: dict[str, Calibration]  # judge -> maps fitted on the fit half
+
+    def goal_summary(self) -> dict[str, Any]:
+        cells = [(judge, key, cell) for judge, row in self.cells.items() for key, cell in row.items()]
+        return {"cells": len(cells), "meet_goal": sum(cell.meets_goal for *_, cell in cells),
+                "bias_below_0.1": sum(abs(cell.response[cell.method].bias) < 0.1 for *_, cell in cells),
+                "icc_a1_not_below_uncalibrated": sum(
+                    (cell.response[cell.method].icc_a1 or -np.inf) >= (cell.response["none"].icc_a1 or -np.inf)
+                    for *_, cell in cells),
+                "chosen": dict(Counter(cell.method for *_, cell in cells)),
+                "missed": [f"{judge}/{key}" for judge, key, cell in cells if not cell.meets_goal]}
+
+
+def _held_out_metrics(judge: np.ndarray, human: np.ndarray) -> HeldOutMetrics:
+    from theraloop.stats._agreement import icc
+
+    def maybe_icc(kind: str) -> float | None:
+        value = icc(np.column_stack([human, judge]), kind)
+        return None if np.isnan(value) else value
+
+    return HeldOutMetrics(n=len(judge), bias=float(np.mean(judge - human)), mae=float(np.mean(np.abs(judge - human))),
+                          icc_a1=maybe_icc("A,1"), icc_c1=maybe_icc("C,1"))
+
+
+def _system_metrics(judge: np.ndarray, human: np.ndarray, systems: np.ndarray) -> HeldOutMetrics | None:
+    names = sorted({system for system in systems if system is not None})
+    if len(names) < 2:
+        return None
+    return _held_out_metrics(np.array([judge[systems == name].mean() for name in names]),
+                             np.array([human[systems == name].mean() for name in names]))
+
+
+def _paired_rows(judge_input: JudgeInput, dimension: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    judged = {row["id"]: row.get(dimension) for row in judge_input.judge_rows}
+    ids, judge, human, systems = [], [], [], []
+    for row in judge_input.human_rows:
+        judge_value, human_value = judged.get(row["id"]), row.get(dimension)
+        if judge_value is None or human_value is None or math.isnan(judge_value) or math.isnan(human_value):
+            continue
+        ids.append(row["id"])
+        judge.append(judge_value)
+        human.append(human_value)
+        systems.append(row.get("system"))
+    return ids, np.asarray(judge, dtype=float), np.asarray(human, dtype=float), np.asarray(systems, dtype=object)
+
+
+def calibration_study(inputs: dict[str, JudgeInput], method: str, dimensions: Sequence[str] | None = None,
+                      seed: int = 42, group_of: Callable[[str], str] = lambda response_id: response_id,
+                      min_pairs: int = 10) -> CalibrationStudy:
+    """Fit calibration per judge and dimension on half of the groups (conversations; a seeded random half)
+    and measure agreement with the humans on the other half, before and after every map; `method`
+    (isotonic | quantile | linear | auto) names the map each cell uses, auto choosing on the fit half only."""
+    if method not in CALIBRATION_METHODS:
+        raise InputError(f"unknown calibration method {method!r}: use {' | '.join(CALIBRATION_METHODS)}")
+    dimensions = list(dimensions or _shared_dimensions(inputs))
+    groups = sorted({group_of(row["id"]) for judge_input in inputs.values() for row in judge_input.human_rows})
+    permuted = np.random.default_rng(seed).permutation(len(groups))
+    fit_groups = {groups[index] for index in permuted[:len(groups) // 2]}
+    cells: dict[str, dict[str, CalibrationCell]] = {}
+    calibrations = {}
+    for judge, judge_input in inputs.items():
+        fit_x, fit_y, fit_groups_by_key, held = {}, {}, {}, {}
+        for dimension in dimensions:
+            ids, judge_scores, human_scores, systems = _paired_rows(judge_input, dimension)
+            labels = np.array([group_of(response_id) for response_id in ids], dtype=object)
+            in_fit = np.array([label in fit_groups for label in labels], dtype=bool)
+            fit_x[dimension], fit_y[dimension] = judge_scores[in_fit], human_scores[in_fit]
+            fit_groups_by_key[dimension] = labels[in_fit]
+            held[dimension] = (judge_scores[~in_fit], human_scores[~in_fit], systems[~in_fit])
+        try:
+            chosen = Calibration.fit(fit_x, fit_y, judge=judge, min_pairs=min_pairs, method=method,
+                                     groups=fit_groups_by_key, seed=seed)
+        except ValueError as exc:
+            raise InputError(f"judge {judge!r}: {exc}") from None
+        calibrations[judge] = chosen
+        cells[judge] = {}
+        for dimension in dimensions:
+            x, y, systems = held[dimension]
+            if len(x) < 2:
+                raise InputError(f"judge {judge!r}, dimension {dimension!r}: {len(x)} held-out responses")
+            mapped = {"none": x}
+            for name in MAP_METHODS:
+                mapped[name] = (chosen.maps[dimension] if chosen.maps[dimension].method == name
+                                else fit_map(fit_x[dimension], fit_y[dimension], name))(x)
+            cells[judge][dimension] = CalibrationCell(
+                method=chosen.maps[dimension].method, n_fit=len(fit_x[dimension]),
+                selection=(chosen.selection or {}).get(dimension),
+                response={name: _held_out_metrics(values, y) for name, values in mapped.items()},
+                system={name: _system_metrics(values, y, systems) for name, values in mapped.items()})
+    return CalibrationStudy(method=method, seed=seed, split={"groups": len(groups), "fit_groups": len(fit_groups),
+                                                             "held_out_groups": len(groups) - len(fit_groups)},
+                            cells=cells, calibrations=calibrations)
+
+
+def render_calibration_markdown(study: CalibrationStudy) -> str:
+    """Per judge and dimension, held-out response-level bias and ICC(A,1) before and after each map."""
+    summary = study.goal_summary()
+    lines = ["# Calibration on held-out humans", "",
+             f"Method {study.method}; maps fitted on {study.split['fit_groups']} of {study.split['groups']} groups "
+             f"(seed {study.seed}), measured on the other {study.split['held_out_groups']}. Goal per cell: held-out "
+             f"|bias| < 0.1 and ICC(A,1) not below the uncalibrated value: met in {summary['meet_goal']} of "
+             f"{summary['cells']} cells.", "",
+             "| judge | dimension | used | bias none | ICC(A,1) none | " + " | ".join(
+                 f"bias {name} | ICC(A,1) {name}" for name in MAP_METHODS) + " | goal |",
+             "|---|---|---|---|---|" + "---|---|" * len(MAP_METHODS) + "---|"]
+    for judge, row in study.cells.items():
+        for dimension, cell in row.items():
+            cells = [judge, dimension, cell.method]
+            for name in ("none", *MAP_METHODS):
+                metrics = cell.response[name]
+                cells += [f"{metrics.bias:+.3f}", number_text(metrics.icc_a1)]
+            lines.append("| " + " | ".join([*cells, "met" if cell.meets_goal else "missed"]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- report
@@ -233,6 +395,13 @@ def render_markdown(validation: Validation, title: str = "Judge-human agreement"
             lines.append(f"| {rater} | {text} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def write_calibration_study(study: CalibrationStudy, out: Path) -> None:
+    from theraloop.io import write_json
+
+    write_json(out / "calibration.json", {**study.model_dump(mode="json"), "goal": study.goal_summary()})
+    (out / "calibration.md").write_text(render_calibration_markdown(study), encoding="utf-8")
 
 
 def write_validation(validation: Validation, out: Path) -> None:

@@ -28,6 +28,10 @@ def validate_command(
         "--include-own-family", help="MentalAlign: keep each judge's own model family's responses")] = False,
     n_boot: Annotated[int | None, typer.Option("--n-boot", help="bootstrap resamples (default 1000)")] = None,
     level: Annotated[float | None, typer.Option(help="confidence level (default 0.95)")] = None,
+    calibrate: Annotated[str | None, typer.Option(
+        metavar="METHOD", help="isotonic | quantile | linear | auto: fit calibration per judge and dimension on a "
+                               "seeded half of the conversations (of the responses, for --judgments), report "
+                               "agreement before and after on the other half; writes calibration.json/.md")] = None,
     seed: SeedOption = None,
     config: ConfigOption = None,
     out: OutOption = None,
@@ -36,13 +40,17 @@ def validate_command(
     from theraloop.config import load_config
     from theraloop.data import find_dataset
     from theraloop.io import read_jsonl
+    from theraloop.judge._calibration import CALIBRATION_METHODS
     from theraloop.judge._types import Judgment
     from theraloop.judge._validate import (
         ValidateConfig,
+        calibration_study,
         inputs_from_judgments,
+        mentalalign_conversation,
+        mentalalign_inputs,
         number_text,
         validate,
-        validate_mentalalign,
+        write_calibration_study,
         write_validation,
     )
     from theraloop.manifest import write_manifest
@@ -50,12 +58,16 @@ def validate_command(
 
     if (mentalalign is None) == (not judgments):
         raise typer.BadParameter("give either --judgments (with --human) or --mentalalign")
+    if calibrate is not None and calibrate not in CALIBRATION_METHODS:
+        raise typer.BadParameter(f"use one of {' | '.join(CALIBRATION_METHODS)}", param_hint="--calibrate")
     settings = load_config(ValidateConfig, config, n_boot=n_boot, seed=seed, level=level,
                            dimensions=_split_names(dimensions), judges=_split_names(judges), cleaning=cleaning,
                            exclude_own_family=False if include_own_family else None)
     if mentalalign is not None:
         mentalalign = find_dataset("mentalalign", mentalalign)
-        validation = validate_mentalalign(mentalalign, settings)
+        inputs, provenance = mentalalign_inputs(mentalalign, settings)
+        validation = validate(inputs, "mentalalign", settings, provenance)
+        group_of = mentalalign_conversation
         out = out or Path("runs") / "validate-mentalalign"
         from theraloop.data._mentalalign import mentalalign_paths
 
@@ -67,9 +79,13 @@ def validate_command(
         items = read_jsonl(human, ResponseItem)
         inputs = inputs_from_judgments(loaded, items, ", ".join(map(str, judgments)), str(human))
         validation = validate(inputs, "judgments", settings)
+        group_of = str  # no conversations in a judgments file: each response is its own group
         out = out or Path("runs") / f"validate-{judgments[0].stem}"
         input_files = {"human": human, **{f"judgments_{index}": path for index, path in enumerate(judgments)}}
     write_validation(validation, out)
+    if calibrate is not None:
+        study = calibration_study(inputs, calibrate, validation.dimensions, settings.seed, group_of)
+        write_calibration_study(study, out)
     write_manifest(out, "validate", settings, inputs=input_files, seed=settings.seed,
                    extra={"data": validation.data} if validation.data else None)
     for judge, result in validation.judges.items():
@@ -82,6 +98,16 @@ def validate_command(
             interval = f"[{number_text(icc.low, 2)}, {number_text(icc.high, 2)}]"
             typer.echo(f"  {dimension:<{width}}  {number_text(icc.estimate, 2):>5} {interval:<14} "
                        f"{agreement.response.bias:+.2f}   {agreement.response.tier or 'n/a'}")
+    if calibrate is not None:
+        goal = study.goal_summary()
+        typer.echo(f"calibration ({calibrate}), held-out response level: |bias| < 0.1 and ICC(A,1) not below "
+                   f"uncalibrated in {goal['meet_goal']} of {goal['cells']} judge x dimension cells")
+        for judge, cells in study.cells.items():
+            for dimension, cell in cells.items():
+                before, after = cell.response["none"], cell.response[cell.method]
+                typer.echo(f"  {judge} {dimension}: {cell.method}, bias {before.bias:+.2f} -> {after.bias:+.2f}, "
+                           f"ICC(A,1) {number_text(before.icc_a1, 2)} -> {number_text(after.icc_a1, 2)}")
+        typer.echo(f"wrote {out / 'calibration.json'} and {out / 'calibration.md'}")
     typer.echo(f"wrote {out / 'validation.json'} and {out / 'validation.md'}")
 
 
