@@ -191,6 +191,14 @@ def test_if_asked_patient_discloses_only_after_the_question(tmp_path):
     assert timeline.disclosure_turn == 3 and timeline.asked_before_disclosure and timeline.asked_turn is None
 
 
+def test_verbatim_disclosure_replaces_only_the_first_due_message(tmp_path):
+    patient = scripted_patient()
+    (session,) = simulate([profile(when="at_turn", turn=2)], patient, scripted_therapist({}), tmp_path, turns=3,
+                          disclosure_verbatim=True)
+    assert [turn.patient for turn in session.turns] == [PLAIN, "thoughts of suicide", DISCLOSURE]
+    assert len(patient.requests) == 2
+
+
 def test_stop_conditions(tmp_path):
     ended = simulate([profile(level="none")], scripted_patient({2: "Thanks, that helped. Goodbye [END]"}),
                      scripted_therapist({}), tmp_path / "a", turns=5)[0]

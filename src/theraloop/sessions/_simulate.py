@@ -61,6 +61,9 @@ class SimulateConfig(StrictModel):
     crisis_tier: Literal["moderate", "high", "imminent"] | None = Field(
         "imminent", description="a patient message at or above this tier ends the session after the reply")
     drift_llm: bool = Field(False, description="also ask the patient model whether each message fits the profile")
+    disclosure_verbatim: bool = Field(
+        False, description="the first message where disclosure is due is the profile's disclosure text itself, so "
+                           "the therapist's risk handling is measured even with a patient model that ignores its cue")
     concurrency: int = Field(2, ge=1, description="sessions simulated at once")
     seed: int = 0
 
@@ -227,7 +230,10 @@ class Simulator:
         stop: Literal["turn_limit", "patient_ended", "crisis"] = "turn_limit"
         for index in range(1, self.config.turns + 1):
             due = profile.discloses_at(index, asked)
-            raw = await self._patient_turn(profile, turns, index, due)
+            if due and self.config.disclosure_verbatim and not any(turn.disclosure_due for turn in turns):
+                raw = profile.risk.disclosure
+            else:
+                raw = await self._patient_turn(profile, turns, index, due)
             ends = END_MARKER in raw or bool(_GOODBYE.search(raw))
             text = raw.replace(END_MARKER, "").strip() or "(says nothing)"
             assessment = self.guard.assess(text)
