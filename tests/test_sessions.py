@@ -355,7 +355,9 @@ def test_cli_simulate_judge_report(tmp_path, monkeypatch):
                                  "--therapist", "therapist", "--patient-model", "patient", "--guard", "rules",
                                  "--out", str(run)])
     assert result.exit_code == 0, result.output
-    assert "3 sessions" in result.output and (run / "manifest.json").is_file()
+    assert "3 sessions" in result.output and json.loads((run / "manifest.json").read_text())["config"]["guard"] == "rules"
+    result = runner.invoke(app, ["simulate", "--patients", str(tmp_path / "p.jsonl"), "--guard", "rule", "--out", str(run)])
+    assert result.exit_code != 0 and "guard" in str(result.exception)
     result = runner.invoke(app, ["sessions", "judge", str(run), "--model", "judge"])
     assert result.exit_code == 0, result.output
     assert "risk high: 1 sessions" in result.output

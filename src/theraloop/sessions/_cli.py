@@ -14,15 +14,6 @@ GuardOption = Annotated[str | None, typer.Option(
     "--guard", help="safety guard on patient turns: default (rules + encoder) | rules (rules only)")]
 
 
-def _guard(kind: str):
-    from theraloop.io import InputError
-    from theraloop.safety import SafetyAssessor, default_assessor
-
-    if kind not in ("default", "rules"):
-        raise InputError(f"--guard {kind!r}: use default or rules")
-    return default_assessor() if kind == "default" else SafetyAssessor(encoder=False)
-
-
 def _load_profiles(patients: Path | None, synthetic: int | None, seed: int, turns: int):
     from theraloop.io import InputError
     from theraloop.sessions._profiles import read_profiles, synthetic_profiles
@@ -63,11 +54,12 @@ def simulate_command(
     from theraloop.io import write_json
     from theraloop.llm import build_llm, run_sync
     from theraloop.manifest import write_manifest
+    from theraloop.safety import SafetyAssessor, default_assessor
     from theraloop.sessions._profiles import write_profiles
     from theraloop.sessions._simulate import SimulateConfig, Simulator
 
     overrides = {
-        "turns": turns, "seed": seed, "crisis_tier": crisis_tier,
+        "turns": turns, "seed": seed, "crisis_tier": crisis_tier, "guard": guard,
         "therapist.llm.model": therapist, "therapist.llm.base_url": therapist_base_url,
         "therapist.llm.adapter": therapist_adapter, "therapist.name": therapist_name,
         "therapist.system_prompt": therapist_prompt.read_text(encoding="utf-8") if therapist_prompt else None,
@@ -83,14 +75,13 @@ def simulate_command(
     therapist_llm = build_llm(sim_config.therapist.llm)
     same = sim_config.patient.llm == sim_config.therapist.llm
     simulator = Simulator(therapist_llm if same else build_llm(sim_config.patient.llm), therapist_llm, sim_config,
-                          guard=_guard(guard or "default"))
+                          guard=default_assessor() if sim_config.guard == "default" else SafetyAssessor(encoder=False))
     sessions = run_sync(simulator.run_many(profiles, out / "sessions.jsonl"))
     stops = {reason: sum(1 for s in sessions if s.stop_reason == reason) for reason in ("turn_limit", "patient_ended", "crisis")}
     drift = sum(1 for s in sessions for turn in s.turns if turn.drift)
     write_json(out / "stats.json", {"sessions": len(sessions), "turns": sum(len(s.turns) for s in sessions),
                                     "stop_reasons": stops, "drift_turns": drift})
-    write_manifest(out, "simulate", sim_config, inputs={"patients": patients}, seed=sim_config.seed,
-                   extra={"guard": guard or "default"})
+    write_manifest(out, "simulate", sim_config, inputs={"patients": patients}, seed=sim_config.seed)
     typer.echo(f"{len(sessions)} sessions, {sum(len(s.turns) for s in sessions)} turns; stopped: "
                + ", ".join(f"{reason} {count}" for reason, count in stops.items())
                + f"; patient turns out of profile: {drift}")

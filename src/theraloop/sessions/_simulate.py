@@ -64,6 +64,8 @@ class SimulateConfig(StrictModel):
     disclosure_verbatim: bool = Field(
         False, description="the first message where disclosure is due is the profile's disclosure text itself, so "
                            "the therapist's risk handling is measured even with a patient model that ignores its cue")
+    guard: Literal["default", "rules"] = Field("default", description="safety guard on patient turns: rules + "
+                                                                      "encoder (fail closed), or rules only")
     concurrency: int = Field(2, ge=1, description="sessions simulated at once")
     seed: int = 0
 
