@@ -9,6 +9,7 @@ so a profile keeps its id when a file is reordered or grows, as persona ids do.
 
 from __future__ import annotations
 
+import csv
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -319,8 +320,6 @@ def _gender_from_pronouns(demographics: dict) -> str:
 
 def import_profiles(path: str | Path, fmt: Literal["vera-mh", "mindeval"]) -> list[PatientProfile]:
     """Profiles from a VERA-MH personas TSV/CSV or a MindEval-style JSONL; errors name the row."""
-    import csv
-
     path = Path(path)
     fields = VERA_MH_FIELDS if fmt == "vera-mh" else MINDEVAL_FIELDS
     if fmt == "vera-mh":

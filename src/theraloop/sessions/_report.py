@@ -10,7 +10,7 @@ import jinja2
 
 from theraloop.judge import Judgment
 from theraloop.safety import RiskTier
-from theraloop.sessions._judge import session_timeline
+from theraloop.sessions._judge import session_timeline, summarize
 from theraloop.sessions._risk import EVENTS, acknowledges_risk, asks_about_risk, gives_resources
 from theraloop.sessions._simulate import Session
 
@@ -91,8 +91,6 @@ def _markers(session: Session, index: int, disclosure_turn: int | None) -> list[
 def render_sessions_html(sessions: Sequence[Session], summary: dict | None = None,
                          turn_judgments: Sequence[Judgment] = (), session_judgments: Sequence[Judgment] = (),
                          title: str = "theraloop sessions", disclosure_tier: str = "moderate") -> str:
-    from theraloop.sessions._judge import summarize
-
     summary = summary or summarize(sessions, turn_judgments, session_judgments, disclosure_tier)
     by_turn = {judgment.id: judgment for judgment in turn_judgments}
     views = []
