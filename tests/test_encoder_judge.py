@@ -286,7 +286,9 @@ def test_onnx_export_scores_like_torch(tiny_backbone, epitome_parts, tmp_path):
     items = test + dev  # 22 responses in batches of 8: padding differs from the export's example batch
     reference = judge.predict_detailed(items, batch_size=8)
 
+    attention = judge.model.backbone.config._attn_implementation
     judge.export_onnx(out, quantize=False)
+    assert judge.model.backbone.config._attn_implementation == attention  # exported eager, then restored
     fp32 = EncoderJudge.load(out, runtime="onnx", threads=1)
     assert fp32.runtime == "onnx" and fp32.model is None and fp32.name == judge.name + "+onnx"
     exported = fp32.predict_detailed(items, batch_size=8)

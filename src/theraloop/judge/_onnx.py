@@ -44,11 +44,21 @@ def export_pair_model(module: nn.Module, pair_tokenizer: Any, folder: str | Path
                                                            ["a reply", "a somewhat longer reply to it"]))
     input_names = list(example)
     module.eval()
-    with torch.inference_mode():
-        torch.onnx.export(module, tuple(example.values()), str(fp32), input_names=input_names,
-                          output_names=list(output_names), opset_version=OPSET, dynamo=False,
-                          dynamic_axes={**{name: {0: "batch", 1: "tokens"} for name in input_names},
-                                        **{name: {0: "batch"} for name in output_names}})
+    # Eager attention exports as plain MatMul/Softmax, which ONNX Runtime fuses into its Attention kernel;
+    # the sdpa export is not fused (MiniLM judge: 35 vs 29 responses per CPU-second, int8).
+    backbones = [part for part in module.modules() if hasattr(part, "set_attn_implementation")]
+    previous = [part.config._attn_implementation for part in backbones]
+    for part in backbones:
+        part.set_attn_implementation("eager")
+    try:
+        with torch.inference_mode():
+            torch.onnx.export(module, tuple(example.values()), str(fp32), input_names=input_names,
+                              output_names=list(output_names), opset_version=OPSET, dynamo=False,
+                              dynamic_axes={**{name: {0: "batch", 1: "tokens"} for name in input_names},
+                                            **{name: {0: "batch"} for name in output_names}})
+    finally:
+        for part, implementation in zip(backbones, previous, strict=True):
+            part.set_attn_implementation(implementation)
     if quantize:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
