@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--probe-items", type=int, default=10, help="items for the costly probes")
     parser.add_argument("--pad-tokens", default="100,200")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--probes", help="comma-separated subset of the audit's probes (default: all)")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--rationale-chars", type=int, default=120, help="embedded judge: rationale length cap")
     parser.add_argument("--temperature", type=float, default=0.0, help="embedded judge temperature")
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         judge, judge_info = _encoder_judge(args, split.train, split.dev)
         family = None
-    audit_config = AuditConfig(max_items_per_probe=args.probe_items, repeats=args.repeats, n_boot=args.n_boot,
+    probes = {"probes": args.probes.split(",")} if args.probes else {}
+    audit_config = AuditConfig(**probes, max_items_per_probe=args.probe_items, repeats=args.repeats, n_boot=args.n_boot,
                                pad_tokens=[int(t) for t in args.pad_tokens.split(",")], seed=args.seed,
                                judge_family=family, concurrency=1 if args.judge == "embedded" else 32)
     started = time.perf_counter()
