@@ -173,6 +173,11 @@ def train_command(
     epochs: Annotated[int, typer.Option(help="training epochs")] = 6,
     dev_fraction: Annotated[float, typer.Option(help="share held back to choose thresholds")] = 0.2,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    counselchat: Annotated[bool, typer.Option(help="add CounselChat questions on everyday topics as negatives "
+                                                   "(found as `theraloop data check` does)")] = True,
+    trainable_layers: Annotated[int, typer.Option(help="top MiniLM layers to fine-tune (of 6)")] = 2,
+    retrain: Annotated[bool, typer.Option(help="after choosing thresholds, retrain on all examples (else ship the "
+                                               "model the development split never trained)")] = True,
     threads: ThreadsOption = None,
 ) -> None:
     """Fine-tune the safety encoder on the written corpus and the labelled EPITOME posts, choose thresholds on a
@@ -181,7 +186,9 @@ def train_command(
     from theraloop.safety._fit import fit_and_export
 
     report = fit_and_export(out, find_dataset("epitome", epitome), epochs=epochs, dev_fraction=dev_fraction,
-                            seed=seed, threads=threads)
+                            seed=seed, threads=threads,
+                            counselchat_root=find_dataset("counselchat") if counselchat else None,
+                            trainable_layers=trainable_layers, retrain=retrain)
     for key, value in report["dev"].items():
         typer.echo(f"  dev {key}: {value}")
     typer.echo(f"thresholds: {report['thresholds']}")

