@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from theraloop._prompting import with_data_notice
 from theraloop.config import StrictModel, dump_config
 from theraloop.io import InputError, read_jsonl, write_json, write_jsonl
 from theraloop.judge._llm_judge import DEFAULT_SYSTEM_PROMPT, JudgeConfig, absolute_prompt, absolute_schema
@@ -111,7 +112,8 @@ def judge_messages(rubric: Rubric, item: ResponseItem, system_prompt: str = DEFA
     """The messages LLMJudge.score sends (complete_structured restates the schema in the user turn)."""
     schema = absolute_schema(rubric, rationale_max_chars)
     user = f"{absolute_prompt(rubric, item.context, item.response)}\n\n{schema_instruction(schema)}"
-    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
+    # The same system prompt LLMJudge sends, data notice included, so the trained judge sees what it will be asked.
+    return [{"role": "system", "content": with_data_notice(system_prompt)}, {"role": "user", "content": user}]
 
 
 def anchor_rationale(rubric: Rubric, key: str, score: int, max_chars: int) -> str:
