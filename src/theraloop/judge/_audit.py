@@ -151,7 +151,8 @@ def shift_stat(diffs: Sequence[float], n_boot: int, seed: int, level: float) -> 
         return ShiftStat(n=0, mean=None)
     stat = ShiftStat(n=len(values), mean=float(values.mean()), moved=float(np.mean(values != 0)))
     if len(values) >= 2:
-        from theraloop.stats import bootstrap_ci  # scipy: loaded when statistics are computed, not with the CLI
+        # scipy loads when statistics are computed, not with the CLI.
+        from theraloop.stats import bootstrap_ci
 
         _, stat.low, stat.high = bootstrap_ci(values, np.mean, n_boot=n_boot, seed=seed, level=level)
     return stat
