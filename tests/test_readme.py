@@ -99,7 +99,7 @@ def _workspace(root: Path, shared_data: Path) -> Path:
     _write_jsonl(work / "personas.jsonl", [
         {"id": "anxious-student", "prompt": "You are a 19-year-old student with social anxiety seeking support."},
         {"id": "retired-widower", "prompt": "You are a 70-year-old widower who feels lonely since your wife died."}])
-    align = {"epitome_root": "../shared/data/epitome", "questions": 2, "personas": 4, "threads": 1,
+    align = {"epitome_root": "../shared/data/epitome", "questions": 5, "personas": 4, "threads": 1,
              "generate": {"n": 2, "max_tokens": 48}, "prefs": {"k": 2, "criteria": ["empathy", "safety"]},
              "reward": {"max_length": 64, "epochs": 1, "batch_size": 4},
              "policy": {"model": "models/smollm2-135m", "max_steps": 1, "batch_size": 2, "max_length": 96,
