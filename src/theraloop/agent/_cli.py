@@ -144,7 +144,9 @@ def refine_command(
     independent = build_independent_judge(refine_config.independent) if refine_config.independent else None
     results = run_sync(refiner.refine_many(items, out / "trace.jsonl", independent=independent))
     write_jsonl(out / "refined.jsonl", [
-        {"id": r.id, "context": r.context, "response": r.final, "original": r.original, "system": r.system}
+        # A refined response is another system's output: the arena can then compare it with the original.
+        {"id": r.id, "context": r.context, "response": r.final, "original": r.original,
+         "system": f"{r.system}+refined" if r.system else "refined"}
         for r in results])
     metrics = refine_metrics(results, refiner.drive,
                              independent_scale=independent.rubric.scale if independent else None)
