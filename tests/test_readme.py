@@ -161,8 +161,9 @@ def test_readme_quick_start_and_every_command_run_as_written(tmp_path, shared_da
     assert "escalation:" in refine.stdout and "refined 6 responses" in refine.stdout
     for command in readme_commands("Commands"):
         if command.startswith("theraloop review serve"):
+            started = time.perf_counter()
             _serve(command, work, env)
-            log.append((command, 0, None))
+            log.append((command, 0, round(time.perf_counter() - started, 1)))
         else:
             _run(command, work, env, log)
     print("\n".join(f"{seconds:>7}s  exit {status}  {command}" for command, status, seconds in log))
