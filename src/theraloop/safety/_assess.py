@@ -12,7 +12,6 @@ from theraloop.safety._rules import harm_signals, risk_signals
 from theraloop.safety._triage import LLMTriage
 from theraloop.safety._types import (
     HarmAssessment,
-    HarmSignal,
     LayerReport,
     RiskAssessment,
     RiskSignal,
@@ -122,10 +121,9 @@ class SafetyAssessor:
     def check_responses(self, responses: list[str]) -> list[HarmAssessment]:
         results = []
         for signals, layers in self._batch_layers(responses, response_side=True):
-            harms: list[HarmSignal] = signals
             results.append(HarmAssessment(
-                flagged=bool(harms) or any(not report.ok for report in layers),
-                categories=sorted({signal.category for signal in harms}), signals=harms, layers=layers))
+                flagged=bool(signals) or any(not report.ok for report in layers),
+                categories=sorted({signal.category for signal in signals}), signals=signals, layers=layers))
         return results
 
     def check_response(self, response: str) -> HarmAssessment:

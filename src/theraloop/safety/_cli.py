@@ -88,9 +88,10 @@ def screen_command(
             for (item_id, _), assessment in zip(batch, assessor.assess_many([text for _, text in batch]), strict=True):
                 appender.write({"id": item_id, **assessment.model_dump(mode="json")})
     from theraloop.io import read_jsonl
+    from theraloop.safety import RiskTier
 
     for record in read_jsonl(out / "screened.jsonl"):
-        tier = ["none", "low", "moderate", "high", "imminent"][record["tier"]]
+        tier = RiskTier(record["tier"]).label
         counts[tier] = counts.get(tier, 0) + 1
         if record["tier"] >= 2:
             fired = sorted({signal["layer"] for signal in record["signals"] if signal["tier"] >= 2})

@@ -41,6 +41,10 @@ def windows(text: str, sentences: int = 3, max_windows: int = 16) -> list[str]:
     return [text.strip()] + [" ".join(parts[start:start + sentences]) for start in starts]
 
 
+def _quote(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 @dataclass(frozen=True)
 class Thresholds:
     risk: float = 0.5
@@ -125,8 +129,7 @@ class SafetyEncoder:
         categories = [category for category, p in category_probability.items() if p >= limits.category]
         if not categories:
             categories = [max(category_probability, key=category_probability.get)]
-        evidence = quote if len(quote) <= 300 else quote[:297] + "..."
-        return [RiskSignal(category=category, tier=tier, layer="encoder", evidence=evidence,
+        return [RiskSignal(category=category, tier=tier, layer="encoder", evidence=_quote(quote),
                            probability=round(max(risk, category_probability[category]), 4))
                 for category in categories]
 
@@ -142,8 +145,8 @@ class SafetyEncoder:
                 continue
             harms = {harm: float(row[HEADS.index(harm)]) for harm in HARM_CATEGORIES}
             named = [harm for harm, p in harms.items() if p >= limits.harm_category] or [max(harms, key=harms.get)]
-            quote = response if len(response) <= 300 else response[:297] + "..."
-            results.append(([HarmSignal(category=name, layer="encoder", evidence=quote, probability=round(harms[name], 4))
+            results.append(([HarmSignal(category=name, layer="encoder", evidence=_quote(response),
+                                        probability=round(harms[name], 4))
                              for name in named], harm))
         return results
 
