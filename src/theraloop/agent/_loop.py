@@ -164,6 +164,15 @@ def text_diff(before: str, after: str) -> str:
     return "\n".join(difflib.unified_diff(sentences(before), sentences(after), "before", "after", lineterm="", n=1))
 
 
+def role_context(item: ResponseItem) -> tuple[str, str | None]:
+    """What Critic, Coach and Therapist read: the post, or for a turn of a session (meta `history`: the
+    conversation before it, `message`: the help-seeker's latest message) that message and its history.
+    The judges read item.context either way."""
+    if "history" in item.meta:
+        return item.meta.get("message", item.context), item.meta["history"] or None
+    return item.context, None
+
+
 class Refiner:
     """Refines responses with a driving judge and role model; usable as a library for one response."""
 
@@ -276,20 +285,21 @@ class Refiner:
             trace.prompt_tokens = sum(call.prompt_tokens for call in calls)
             trace.completion_tokens = sum(call.completion_tokens for call in calls)
 
-        result, critique = await self.roles.critic(item.context, text, judgment, failing, round_index)
+        context, history = role_context(item)
+        result, critique = await self.roles.critic(context, text, judgment, failing, round_index, history=history)
         spend(result)
         if critique is None:
             trace.reason = "critic output did not parse"
             return trace
         trace.critique = critique
         escalation = check_escalation(text, risk).missing if self.config.enforce_escalation else []
-        result, plan = await self.roles.coach(item.context, text, critique, failing, escalation, round_index)
+        result, plan = await self.roles.coach(context, text, critique, failing, escalation, round_index, history=history)
         spend(result)
         if plan is None:
             trace.reason = "coach output did not parse"
             return trace
         trace.plan = plan
-        result, revision = await self.roles.therapist(item.context, text, plan, round_index)
+        result, revision = await self.roles.therapist(context, text, plan, round_index, history=history)
         spend(result)
         if revision is None:
             trace.reason = "therapist output did not parse"

@@ -100,6 +100,15 @@ def _scores_block(rubric: Rubric, judgment: Judgment) -> str:
     return "\n".join(lines)
 
 
+def _post_block(context: str, history: str | None = None) -> str:
+    """What the help-seeker wrote; for a turn of a session, the conversation before it comes first, so every
+    role reads the reply in context."""
+    if not history:
+        return f"## What the help-seeker wrote\n{delimit('help_seeker_post', context)}"
+    return (f"## The conversation so far\n{delimit('conversation', history)}\n\n"
+            f"## The help-seeker's latest message, which the response answers\n{delimit('help_seeker_post', context)}")
+
+
 ESCALATION_STEPS = {
     "emergency": "The help-seeker may be in a medical emergency now: the first step MUST tell them to call emergency "
                  "services or go to an emergency department immediately.",
@@ -134,8 +143,8 @@ class Roles:
         return await complete_structured(self.llm, request, max_attempts=self.max_attempts)
 
     async def critic(self, context: str, response: str, judgment: Judgment, failing: Sequence[str],
-                     round_index: int) -> tuple[StructuredResult, Critique | None]:
-        user = (f"## What the help-seeker wrote\n{delimit('help_seeker_post', context)}\n\n"
+                     round_index: int, history: str | None = None) -> tuple[StructuredResult, Critique | None]:
+        user = (f"{_post_block(context, history)}\n\n"
                 f"## The response\n{delimit('response', response)}\n\n"
                 f"## A judge's scores\n{_scores_block(self.rubric, judgment)}\n\n"
                 f"These dimensions are below target: {', '.join(failing)}.\n"
@@ -146,11 +155,12 @@ class Roles:
         return result, Critique.model_validate(result.value) if result.ok else None
 
     async def coach(self, context: str, response: str, critique: Critique, failing: Sequence[str],
-                    escalation_missing: Sequence[str], round_index: int) -> tuple[StructuredResult, RevisionPlan | None]:
+                    escalation_missing: Sequence[str], round_index: int,
+                    history: str | None = None) -> tuple[StructuredResult, RevisionPlan | None]:
         problems = "\n".join(f"- {item.dimension}: {item.problem}" for item in critique.failing)
         menu = "\n".join(f"- {key}: {PLAYBOOK[key]}" for key in failing if key in PLAYBOOK)
         escalation = "".join("\n" + ESCALATION_STEPS[kind] for kind in escalation_missing if kind in ESCALATION_STEPS)
-        user = (f"## What the help-seeker wrote\n{delimit('help_seeker_post', context)}\n\n"
+        user = (f"{_post_block(context, history)}\n\n"
                 f"## The response\n{delimit('response', response)}\n\n"
                 f"## Critique\n{problems}\nStrengths: {'; '.join(critique.strengths) or 'none named'}\n\n"
                 f"## Moves that usually fix each dimension\n{menu}\n{escalation}\n\n"
@@ -161,10 +171,10 @@ class Roles:
         return result, RevisionPlan.model_validate(result.value) if result.ok else None
 
     async def therapist(self, context: str, response: str, plan: RevisionPlan,
-                        round_index: int) -> tuple[StructuredResult, Revision | None]:
+                        round_index: int, history: str | None = None) -> tuple[StructuredResult, Revision | None]:
         steps = "\n".join(f"{index}. ({step.dimension}) {step.action}" for index, step in enumerate(plan.steps, 1))
         keep = "\n".join(f"- {item}" for item in plan.keep) or "- (nothing in particular)"
-        user = (f"## What the help-seeker wrote\n{delimit('help_seeker_post', context)}\n\n"
+        user = (f"{_post_block(context, history)}\n\n"
                 f"## Your previous response\n{delimit('response', response)}\n\n"
                 f"## Revision plan\n{steps}\n\n## Keep\n{keep}\n\n"
                 "Rewrite the response following the plan, keeping what is listed. Speak to the person directly, "
