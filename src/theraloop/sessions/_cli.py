@@ -213,6 +213,96 @@ def report_command(
     typer.echo(f"wrote {path} ({len(sessions)} sessions)")
 
 
+def sessions_file(path: Path) -> Path:
+    """A simulate output folder (its sessions.jsonl) or a sessions JSONL file itself."""
+    from theraloop.io import InputError
+
+    file = path / "sessions.jsonl" if path.is_dir() else path
+    if not file.is_file():
+        raise InputError(f"{path}: no sessions.jsonl (give a simulate output folder or a sessions JSONL file)")
+    return file
+
+
+def default_out(path: Path, name: str) -> Path:
+    """`name` inside a run folder, or beside a sessions file (`<stem>-<name>`)."""
+    return path / name if path.is_dir() else path.with_name(f"{path.stem}-{name}")
+
+
+SessionsArgument = Annotated[Path, typer.Argument(help="a simulate output folder or its sessions.jsonl", exists=True)]
+
+
+@sessions_app.command("refine")
+def refine_command(
+    run: SessionsArgument,
+    turn: Annotated[list[int] | None, typer.Option("--turn", min=1, help="refine the therapist reply of turn K "
+                                                                            "(repeatable)")] = None,
+    all_turns: Annotated[bool, typer.Option("--all-turns", help="refine every therapist reply")] = False,
+    session: Annotated[list[str] | None, typer.Option("--session", help="only this session id (repeatable)")] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", help="maximum refinement rounds")] = None,
+    threshold: Annotated[float | None, typer.Option(help="target score for every driving dimension")] = None,
+    drive: Annotated[str | None, typer.Option(help="comma-separated driving dimensions (default: all)")] = None,
+    rubric: Annotated[str | None, typer.Option(help="rubric of the driving judge (default: therajudge)")] = None,
+    region: Annotated[str | None, typer.Option(help="help resources in escalation text (us, uk, ...)")] = None,
+    guard: GuardOption = None,
+    model: Annotated[str | None, typer.Option("--model", help="judge and role model: served name or local path")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="its OpenAI-compatible endpoint")] = None,
+    config: ConfigOption = None,
+    out: OutOption = None,
+    seed: SeedOption = None,
+    no_cache: NoCacheOption = False,
+    threads: ThreadsOption = None,
+) -> None:
+    """Refine therapist turns in context: Critic, Coach and Therapist see the conversation so far."""
+    from theraloop.agent import RefineConfig, Refiner
+    from theraloop.config import load_config
+    from theraloop.io import InputError
+    from theraloop.judge import LLMJudge
+    from theraloop.llm import build_llm, run_sync
+    from theraloop.manifest import write_manifest
+    from theraloop.safety import SafetyAssessor, default_assessor
+    from theraloop.sessions._refine import refine_sessions
+    from theraloop.sessions._simulate import read_sessions
+
+    if bool(turn) == all_turns:
+        raise InputError("give --turn K (repeatable) or --all-turns")
+    if guard not in (None, "default", "rules"):
+        raise InputError(f"--guard {guard!r}: use default or rules")
+    overrides = {"max_rounds": rounds, "threshold": threshold, "seed": seed, "judge.rubric": rubric, "region": region,
+                 "drive": drive.split(",") if drive else None,
+                 "judge.llm.model": model, "judge.llm.base_url": base_url, "judge.llm.n_threads": threads,
+                 "judge.llm.cache": False if no_cache else None}
+    refine_config = load_config(RefineConfig, config, **overrides)
+    path = sessions_file(run)
+    sessions = read_sessions(path)
+    if session:
+        unknown = sorted(set(session) - {s.id for s in sessions})
+        if unknown:
+            raise InputError(f"{path}: no session {unknown[0]!r}")
+        sessions = [s for s in sessions if s.id in session]
+    out = out or default_out(run, "refined")
+    judge_llm = build_llm(refine_config.judge.llm)
+    roles_llm = judge_llm if refine_config.agent_llm in (None, refine_config.judge.llm) else build_llm(refine_config.agent_llm)
+    refiner = Refiner(LLMJudge(judge_llm, refine_config.judge), roles_llm, refine_config,
+                      safety=SafetyAssessor(encoder=False) if guard == "rules" else default_assessor())
+    results = run_sync(refine_sessions(refiner, sessions, out, None if all_turns else turn))
+    write_manifest(out, "sessions refine", refine_config, inputs={"sessions": path}, seed=refine_config.seed)
+    changed = sum(result.final != result.original for result in results)
+    enforced = sum(result.escalation_enforced for result in results)
+    vetoed = sum(1 for result in results for trace in result.rounds if trace.harm and trace.harm.flagged)
+    typer.echo(f"refined {len(results)} therapist turns of {len({r.id.rsplit(':t', 1)[0] for r in results})} "
+               f"sessions: {changed} changed, escalation added by the safety guard in {enforced}, "
+               f"{vetoed} revision(s) rejected as harmful")
+    for result in results:
+        before, after = result.initial_judgment.scores or {}, result.final_judgment.scores or {}
+        mean = lambda scores: f"{sum(scores.values()) / len(scores):.2f}" if scores else "-"  # noqa: E731
+        typer.echo(f"  {result.id}: risk {result.risk.label}; mean score {mean(before)} -> {mean(after)}; "
+                   f"{result.stop_reason}")
+    from theraloop.judge._cli import warn_if_embedded_judge
+
+    warn_if_embedded_judge(judge_llm)
+    typer.echo(f"wrote {out}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("simulate")(simulate_command)
     app.add_typer(sessions_app, name="sessions")
