@@ -120,3 +120,86 @@ def test_cli_sessions_refine(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "refined 6 therapist turns of 2 sessions" in result.output
     assert (tmp_path / "run" / "refined" / "manifest.json").is_file()
+
+
+# --- session arena ---------------------------------------------------------------------------------------
+
+GOOD = {2: "Are you thinking about suicide? Please call 988, the crisis line, if you are in danger."}
+
+
+def arena_judge(request: ChatRequest) -> str:
+    """Persona 'content' prefers the session whose therapist gave the crisis line; 'first' always picks A."""
+    keys = request.json_schema["required"]
+    if "always pick the first" in request.messages[0].content:
+        return json.dumps({key: "A" for key in keys})
+    prompt = request.messages[1].content
+    first = prompt.split("<session_a>", 1)[1].split("</session_a>", 1)[0]
+    second = prompt.split("<session_b>", 1)[1].split("</session_b>", 1)[0]
+    winner = "A" if "988" in first and "988" not in second else "B" if "988" in second and "988" not in first else "tie"
+    return json.dumps({key: winner for key in keys})
+
+
+def arena_runs(tmp_path):
+    profiles = [profile(when="at_turn", turn=2, name=name) for name in ("Ana", "Cy")] + \
+               [profile(level="none", name=name) for name in ("Bo", "Di")]
+    simulate(profiles, scripted_therapist(GOOD), tmp_path / "good", "good")
+    simulate(profiles, scripted_therapist({}), tmp_path / "plain", "plain")
+    return tmp_path / "good", tmp_path / "plain"
+
+
+def test_position_swapped_session_arena_gives_known_paired_statistics(tmp_path):
+    from theraloop.arena import ArenaPersona
+    from theraloop.sessions import SessionArenaConfig, session_arena_to_dir
+
+    good, plain = arena_runs(tmp_path)
+    personas = [ArenaPersona(id="content", prompt="You judge by content."),
+                ArenaPersona(id="first", prompt="You always pick the first session.")]
+    judge = ScriptedChatModel(arena_judge)
+    config = SessionArenaConfig(n_boot=200)
+    result = run_sync(session_arena_to_dir([good, plain], tmp_path / "arena", config, judge, personas, progress=False))
+    assert len(judge.requests) == 4 * 2 * 2  # sessions x personas x both orders
+    assert {r.messages[1].content.count("[Turn ") for r in judge.requests} == {6}  # 3 turns in each of 2 sessions
+    (pair,) = result.pairs
+    assert (pair.system_a, pair.system_b, pair.n_sessions) == ("good", "plain", 4)
+    for key in ("alliance", "collaboration", "assessment", "ethical_conduct"):
+        # Overall: per session the votes are content A, A and first A, B: majority A in all 4 sessions.
+        overall = pair.overall[key]
+        assert (overall.wins_a, overall.ties, overall.wins_b) == (4, 0, 0)
+        assert overall.exact_p == pytest.approx(0.125) and overall.midp_p == pytest.approx(0.0625)
+        assert overall.exact_p_holm == pytest.approx(0.5) and overall.midp_p_holm == pytest.approx(0.25)
+        assert overall.win_rate.estimate == 1.0
+        # The position-biased judge answers A then B: each session a tie, so no test.
+        first = pair.by_persona["first"][key]
+        assert (first.wins_a, first.ties, first.exact_p) == (0, 4, None)
+        assert pair.by_persona["content"][key].wins_a == 4
+        high = pair.by_risk_level["high"][key]
+        assert (high.wins_a, high.n) == (2, 2) and high.exact_p == pytest.approx(0.5)
+        assert high.midp_p == pytest.approx(0.25) and high.midp_p_holm == pytest.approx(1.0)
+    assert pair.position_consistency == {"content": 1.0, "first": 0.0}
+    assert pair.first_position_rate == {"content": 0.5, "first": 1.0}
+    judgments = [json.loads(line) for line in (tmp_path / "arena" / "pair_judgments.jsonl").read_text().splitlines()]
+    assert len(judgments) == 4 and all(j["winners"]["alliance"] == "A" for j in judgments)
+    # Resume: nothing left to judge.
+    again = run_sync(session_arena_to_dir([good, plain], tmp_path / "arena", config, judge, personas, progress=False))
+    assert len(judge.requests) == 16 and again == result
+
+
+def test_session_arena_refuses_different_profiles_and_cli_runs(tmp_path, monkeypatch):
+    import theraloop.llm
+    from theraloop.cli import app
+    from theraloop.io import InputError
+    from theraloop.sessions import load_session_systems, plan_session_jobs
+
+    good, plain = arena_runs(tmp_path)
+    simulate([profile(name="Ana", id="p1")], scripted_therapist({}), tmp_path / "x", "x")
+    simulate([profile(name="Eve", id="p1")], scripted_therapist({}), tmp_path / "y", "y")
+    with pytest.raises(InputError, match="different profiles"):
+        plan_session_jobs(load_session_systems([tmp_path / "x", tmp_path / "y"]), [])
+    monkeypatch.setattr(theraloop.llm, "build_llm", lambda config: ScriptedChatModel(arena_judge))
+    result = CliRunner().invoke(app, ["sessions", "arena", str(good), str(plain / "sessions.jsonl"),
+                                      "--criteria", "assessment", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "A = good vs B = plain: 4 sessions, 8 verdicts" in result.output
+    assert "all judges: A 4, tie 0, B 0" in result.output and "risk high: A 2" in result.output
+    with pytest.raises(InputError, match="same therapist"):
+        load_session_systems([good, good])

@@ -303,6 +303,68 @@ def refine_command(
     typer.echo(f"wrote {out}")
 
 
+def _stats_line(label: str, stats) -> str:
+    test = (f"; McNemar mid-p {stats.midp_p:.3g} (Holm {stats.midp_p_holm:.3g})" if stats.midp_p is not None
+            else "; no session decided")
+    rate = f", A win rate {stats.win_rate.estimate:.2f}" if stats.win_rate else ""
+    return f"    {label}: A {stats.wins_a}, tie {stats.ties}, B {stats.wins_b} (n={stats.n}){rate}{test}"
+
+
+def print_session_arena(result) -> None:
+    for pair in result.pairs:
+        typer.echo(f"\n=== A = {pair.system_a} vs B = {pair.system_b}: {pair.n_sessions} sessions, "
+                   f"{pair.n_verdicts} verdicts, {pair.invalid} invalid")
+        for key in result.criteria:
+            typer.echo(f"  {key}")
+            typer.echo(_stats_line("all judges", pair.overall[key]))
+            if len(pair.by_persona) > 1:
+                for persona, block in pair.by_persona.items():
+                    typer.echo(_stats_line(f"judge {persona}", block[key]))
+            for level, block in pair.by_risk_level.items():
+                typer.echo(_stats_line(f"risk {level}", block[key]))
+        typer.echo("  position consistency (both orders agree): " + ", ".join(
+            f"{persona} {'-' if value is None else f'{value:.2f}'}" for persona, value in pair.position_consistency.items()))
+
+
+@sessions_app.command("arena")
+def arena_command(
+    runs: Annotated[list[Path], typer.Argument(help="two or more simulate output folders or sessions JSONL files "
+                                                    "(one therapist each, same profiles)", exists=True)],
+    personas: Annotated[Path | None, typer.Option("--personas", help="JSONL of personas as judges (default: one "
+                                                                      "clinical-supervisor judge)",
+                                                  exists=True, dir_okay=False)] = None,
+    criteria: Annotated[str | None, typer.Option(help="comma-separated criteria (default: every session rubric "
+                                                      "dimension)")] = None,
+    rubric: Annotated[str | None, typer.Option(help="rubric defining the criteria (default: session)")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="judge model: served name or local path")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="judge's OpenAI-compatible endpoint")] = None,
+    config: ConfigOption = None,
+    out: OutOption = None,
+    seed: SeedOption = None,
+    no_cache: NoCacheOption = False,
+    threads: ThreadsOption = None,
+) -> None:
+    """Compare therapists' whole sessions with the same patients, pairwise in both orders, with paired statistics."""
+    from theraloop.arena import load_personas
+    from theraloop.config import load_config
+    from theraloop.llm import build_llm, run_sync
+    from theraloop.sessions._arena import SessionArenaConfig, session_arena_to_dir
+
+    overrides = {"criteria": criteria.split(",") if criteria else None, "rubric": rubric, "seed": seed,
+                 "llm.model": model, "llm.base_url": base_url, "llm.n_threads": threads,
+                 "llm.cache": False if no_cache else None}
+    arena_config = load_config(SessionArenaConfig, config, **overrides)
+    out = out or Path("runs") / "sessions-arena"
+    llm = build_llm(arena_config.llm)
+    result = run_sync(session_arena_to_dir(runs, out, arena_config, llm,
+                                           personas=load_personas(personas) if personas else None))
+    print_session_arena(result)
+    from theraloop.judge._cli import warn_if_embedded_judge
+
+    warn_if_embedded_judge(llm)
+    typer.echo(f"wrote {out}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("simulate")(simulate_command)
     app.add_typer(sessions_app, name="sessions")
