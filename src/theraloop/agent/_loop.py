@@ -55,8 +55,21 @@ class IndependentJudgeConfig(StrictModel):
 
 
 class RefineConfig(StrictModel):
-    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="the driving judge")
-    agent_llm: LLMConfig | None = Field(None, description="model for Critic/Coach/Therapist; default: judge.llm")
+    engine: Literal["llm", "encoder"] = Field(
+        "llm", description="the driving judge: the LLM judge (section `judge`) or a trained encoder judge "
+                           "(`encoder_path`), whose levels per mechanism the Critic receives as named findings")
+    encoder_path: str | None = Field(None, description="trained encoder judge folder (engine: encoder)")
+    encoder_runtime: Literal["torch", "onnx"] = "torch"
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="the driving judge (engine: llm); its llm "
+                                                                        "section is also the roles' default model")
+    agent_llm: LLMConfig | None = Field(None, description="model for Critic/Coach/Therapist; default: judge.llm. "
+                                                          "`model` may name an installed model (theraloop models)")
+    critic: Literal["llm", "judge"] = Field(
+        "llm", description="llm: the Critic is a model call that reads the judge's scores and findings; judge: the "
+                           "critique is the driving judge's findings themselves (deterministic, no model call)")
+    coach: Literal["llm", "playbook"] = Field(
+        "llm", description="llm: the Coach is a model call; playbook: the plan is the known move per failing "
+                           "dimension (deterministic, no model call)")
     drive: list[str] | None = Field(None, description="dimensions that drive refinement; default: all")
     threshold: float = Field(4.0, description="target score for every driving dimension")
     thresholds: dict[str, float] = Field(default_factory=dict, description="per-dimension targets")
@@ -69,6 +82,7 @@ class RefineConfig(StrictModel):
     response_safety: bool = Field(True, description="reject any revision the response-safety check flags")
     role_temperature: float = Field(0.3, ge=0.0)
     revision_max_chars: int = Field(1500, ge=200)
+    revision_max_tokens: int = Field(700, ge=32, description="token cap of a Therapist call")
     seed: int = 0
     concurrency: int = Field(1, ge=1, description="responses refined in parallel")
     independent: IndependentJudgeConfig | None = None
@@ -80,6 +94,11 @@ class RefineConfig(StrictModel):
 
     @model_validator(mode="after")
     def _drive_known(self) -> RefineConfig:
+        if self.engine == "encoder":
+            # The encoder judge's rubric is known once it is loaded; the Refiner checks the keys then.
+            if not self.encoder_path:
+                raise ValueError("engine 'encoder' needs encoder_path (a trained encoder judge folder)")
+            return self
         rubric = self.judge.load_rubric()
         for key in (self.drive or []) + list(self.thresholds):
             rubric.dimension(key)
@@ -138,6 +157,10 @@ _TRANSPORT_FIELDS = {"concurrency", "max_retries", "timeout_s", "cache", "cache_
                      "extra_buffers"}
 
 
+_LATER_DEFAULTS = {"engine": "llm", "encoder_path": None, "encoder_runtime": "torch", "critic": "llm",
+                   "coach": "llm", "revision_max_tokens": 700}
+
+
 def refine_fingerprint(config: RefineConfig, judge_name: str, item: ResponseItem) -> str:
     """What a trace record's result depends on: settings, driving judge and input text (16 hex digits).
 
@@ -146,6 +169,10 @@ def refine_fingerprint(config: RefineConfig, judge_name: str, item: ResponseItem
     """
     settings = config.model_dump(mode="json", exclude={
         "concurrency": True, "independent": True, "judge": {"llm": _TRANSPORT_FIELDS}, "agent_llm": _TRANSPORT_FIELDS})
+    # Settings added later count only when changed, so traces written before them still resume.
+    for key, default in _LATER_DEFAULTS.items():
+        if settings.get(key) == default:
+            settings.pop(key, None)
     return sha256_json({"config": settings, "judge": judge_name, "context": item.context,
                         "response": item.response})[:16]
 
@@ -187,16 +214,21 @@ class Refiner:
         missing = [key for key in self.drive if key not in self.rubric.keys]
         if missing:
             raise ValueError(f"driving dimensions {missing} are not scored by judge rubric '{self.rubric.name}'")
+        for key in list(self.config.thresholds):
+            self.rubric.dimension(key)
         self.safety_key = self.rubric.safety_dimension
+        # A threshold above the judge's scale (the default 4 for an encoder judge on 0-2) means its top level.
+        self.targets = {key: min(self.config.target(key), self.rubric.scale.max) for key in self.drive}
         self.roles = Roles(roles_llm, self.rubric, temperature=self.config.role_temperature, seed=self.config.seed,
-                           revision_max_chars=self.config.revision_max_chars)
+                           revision_max_chars=self.config.revision_max_chars,
+                           revision_max_tokens=self.config.revision_max_tokens)
 
     def aggregate(self, judgment: Judgment) -> float:
         values = [judgment.scores[key] for key in self.drive]
         return float(min(values) if self.config.aggregate == "min" else np.mean(values))
 
     def failing(self, judgment: Judgment, escalation: EscalationCheck) -> list[str]:
-        failing = [key for key in self.drive if judgment.scores[key] < self.config.target(key)]
+        failing = [key for key in self.drive if judgment.scores[key] < self.targets[key]]
         # A missing escalation is a safety failure whatever the judge said.
         if self.config.enforce_escalation and not escalation.satisfied and self.safety_key and self.safety_key not in failing:
             failing.insert(0, self.safety_key)
@@ -286,15 +318,27 @@ class Refiner:
             trace.completion_tokens = sum(call.completion_tokens for call in calls)
 
         context, history = role_context(item)
-        result, critique = await self.roles.critic(context, text, judgment, failing, round_index, history=history)
-        spend(result)
+        if self.config.critic == "judge":
+            from theraloop.agent._encoder_drive import critique_from_levels
+
+            spans = getattr(self.judge, "spans", {}).get((item.id, text), {})
+            critique = critique_from_levels(self.rubric, judgment, failing, spans)
+        else:
+            result, critique = await self.roles.critic(context, text, judgment, failing, round_index, history=history)
+            spend(result)
         if critique is None:
             trace.reason = "critic output did not parse"
             return trace
         trace.critique = critique
         escalation = check_escalation(text, risk).missing if self.config.enforce_escalation else []
-        result, plan = await self.roles.coach(context, text, critique, failing, escalation, round_index, history=history)
-        spend(result)
+        if self.config.coach == "playbook":
+            from theraloop.agent._encoder_drive import plan_from_critique
+
+            plan = plan_from_critique(critique, escalation)
+        else:
+            result, plan = await self.roles.coach(context, text, critique, failing, escalation, round_index,
+                                                  history=history)
+            spend(result)
         if plan is None:
             trace.reason = "coach output did not parse"
             return trace

@@ -30,6 +30,10 @@ PLAYBOOK: dict[str, str] = {
     "trust_rapport": "use a warm, respectful, non-judgemental tone",
     "patient_autonomy": "offer options and make clear the choice is the person's",
     "overall": "make the response warmer, more specific and more useful",
+    # EPITOME's mechanisms (the encoder judge's rubric)
+    "emotional_reactions": "name the specific feeling the person expressed and respond to it with warmth and concern",
+    "interpretations": "show you understood: reflect their feelings and experience back in your own words",
+    "explorations": "ask one gentle, open question about their specific experience or feelings",
 }
 
 
@@ -126,13 +130,14 @@ class Roles:
     """Runs the roles on one ChatModel. Every call is schema-constrained and retried on bad output."""
 
     def __init__(self, llm: ChatModel, rubric: Rubric, temperature: float = 0.3, seed: int = 0,
-                 max_attempts: int = 3, revision_max_chars: int = 1500):
+                 max_attempts: int = 3, revision_max_chars: int = 1500, revision_max_tokens: int = 700):
         self.llm = llm
         self.rubric = rubric
         self.temperature = temperature
         self.seed = seed
         self.max_attempts = max_attempts
         self.revision_max_chars = revision_max_chars
+        self.revision_max_tokens = revision_max_tokens
 
     async def _run(self, system: str, user: str, schema: dict[str, Any], max_tokens: int,
                    seed_offset: int) -> StructuredResult:
@@ -141,6 +146,11 @@ class Roles:
                               temperature=self.temperature, max_tokens=max_tokens, seed=self.seed + seed_offset,
                               json_schema=schema)
         return await complete_structured(self.llm, request, max_attempts=self.max_attempts)
+
+    def _word_range(self) -> str:
+        # About 6.5 characters a word; the default 1500 characters keeps the original 80 to 200 words.
+        most = min(200, self.revision_max_chars * 2 // 15)
+        return f"{min(80, most // 2)} to {most} words"
 
     async def critic(self, context: str, response: str, judgment: Judgment, failing: Sequence[str],
                      round_index: int, history: str | None = None) -> tuple[StructuredResult, Critique | None]:
@@ -178,7 +188,8 @@ class Roles:
                 f"## Your previous response\n{delimit('response', response)}\n\n"
                 f"## Revision plan\n{steps}\n\n## Keep\n{keep}\n\n"
                 "Rewrite the response following the plan, keeping what is listed. Speak to the person directly, "
-                "warmly and concretely, in 80 to 200 words. Return only the new response.")
+                f"warmly and concretely, in {self._word_range()}. Return only the new response.")
         system = "You are a warm, skilled therapist writing to a person who asked for support online."
-        result = await self._run(system, user, revision_schema(self.revision_max_chars), 700, 1000 * round_index + 3)
+        result = await self._run(system, user, revision_schema(self.revision_max_chars), self.revision_max_tokens,
+                                 1000 * round_index + 3)
         return result, Revision.model_validate(result.value) if result.ok else None
