@@ -80,6 +80,37 @@ def test_rules_leave_figurative_past_fictional_and_clinical_text_alone(text):
     assert assessment.tier < RiskTier.MODERATE, [signal.evidence for signal in assessment.signals]
 
 
+@pytest.mark.parametrize("text", [
+    "my boss is going to kill me when he sees the invoice",          # figurative
+    "overdosed on chocolate over christmas, send help",              # figurative
+    "finally going to end it all... with my phone contract",         # figurative, across an ellipsis
+    "my cousin came home from hospital after an overdose, how do i help", # third party
+    "what are the warning signs that a student might be suicidal?",  # a question about someone else
+    "nursing exam tomorrow on managing paracetamol overdose",        # study
+    "in the film the hero tries to end his life in the last scene, why did they cut it?",  # fiction
+    "when i was 17 i overdosed. that was 15 years ago and i'm doing well now",  # recovered
+])
+def test_frames_keep_rule_matches_as_low_evidence(text):
+    assessment = rules(text)
+    assert assessment.tier < RiskTier.MODERATE, [(s.evidence, s.tier) for s in assessment.signals]
+    assert all(signal.downgraded for signal in assessment.signals if signal.tier == RiskTier.LOW
+               and signal.category != "distress")
+
+
+@pytest.mark.parametrize("text, tier", [
+    ("my son just swallowed a handful of paracetamol and he's drowsy", RiskTier.IMMINENT),  # emergency, anyone
+    ("if someone took all their insulin at once how long would it take? someone = me", RiskTier.IMMINENT),
+    ("hypothetically if someone cut really deep how long would they have", RiskTier.HIGH),
+    ("my character decides to end it on her birthday. truth is, it's me and my birthday is friday",
+     RiskTier.HIGH),
+    ("used to cut years ago, clean for ages, but the urges are back and i cut myself again tonight",
+     RiskTier.HIGH),
+    ("exams are done and i'm going to kill myself this weekend", RiskTier.HIGH),
+])
+def test_frames_do_not_hide_a_disclosure(text, tier):
+    assert rules(text).tier == tier, [(s.evidence, s.tier) for s in rules(text).signals]
+
+
 def test_the_past_lowers_a_signal_unless_the_present_is_marked():
     assert rules("I attempted suicide years ago.").tier == RiskTier.MODERATE
     assert rules("I attempted suicide years ago and now I want to kill myself again.").tier == RiskTier.HIGH

@@ -12,9 +12,19 @@ from __future__ import annotations
 
 import re
 
+from theraloop.safety._frames import (
+    SELF_DIRECTED,
+    asked_or_studied,
+    figurative_spans,
+    recovered,
+    revealed,
+    third_party,
+)
 from theraloop.safety._types import HarmSignal, RiskSignal, RiskTier
 
-_SELF = r"(?:myself|my ?self|himself|herself|themselves|themself|yourself)"
+# The writer ("yourself" as the generic you: "painless ways to kill yourself"); "kill herself" is about someone
+# else, which the trained encoder judges from the whole post.
+_SELF = r"(?:myself|my ?self|meself|mysef|myslef|yourself)"
 _WANT = r"(?:want(?:ed)?|wanna|going|gonna|plan(?:ning)?|ready|about|decided|thinking about|thought about|think about|tempted|trying|tried|try)"
 _PERSON = (r"(?:he|she|they|dad|father|stepdad|mom|mum|mother|stepmom|parents?|husband|wife|boyfriend|girlfriend|bf|gf|"
            r"partner|ex|brother|sister|uncle)")
@@ -26,7 +36,7 @@ _CUT_ACT = r"(?<!want to )(?<!wanted to )(?<!wanna )(?<!urge to )(?<!urges to )(
 _RISK_PATTERNS: list[tuple[str, RiskTier, str]] = [
     # Active suicidal ideation, plan, intent, preparatory behaviour, attempts.
     ("suicidal_ideation_active", RiskTier.HIGH, rf"\bkill(?:ing|ed|s)? {_SELF}\b|\bkms\b"),
-    ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:end(?:ing)?|take|taking) (?:my|his|her|their) (?:own )?life\b"),
+    ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:end(?:ing)?|take|taking) my (?:own )?life\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:want|wanna|going|gonna|plan\w*|decided?|consider\w*|tempted|trying|tried|attempt\w*|about|so) to commit suicide\b|\bi (?:\w+ )?commit suicide\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:i'?m|im|i am|been|feel(?:ing)?|felt|getting|become|being) (?:\w+ ){0,3}suicidal\b|^suicidal\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:depressed|sad|anxious|lonely|and) and suicidal\b|\bsuicidal (?:bullshit|shit|again|lately|tonight|right now|today)\b"),
@@ -39,8 +49,8 @@ _RISK_PATTERNS: list[tuple[str, RiskTier, str]] = [
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:courage|balls|guts|nerve|strength|motivation|scared|afraid|bring (?:my ?self|myself)) to (?:end it|kill|do it|commit|go through)"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\bgo(?:ing)? through with (?:it|this)\b|\b(?:die|end it|do it)\b.{0,25}\bget it over with\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, rf"\b(?:hang(?:ing|ed)?|shoot(?:ing)?|drown(?:ing)?) {_SELF}\b|\bblow my brains out\b|\bbullet (?:through|in|into) (?:\w+ ){{0,4}}head\b"),
-    ("suicidal_ideation_active", RiskTier.HIGH, r"\bslit(?:ting)? (?:my|his|her) (?:wrists?|throat)\b|\bknife (?:into|in|through) my (?:jugular|throat|heart|wrists?)\b"),
-    ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:over ?dos(?:e|ed|ing)|od'?d|jump(?:ing)? off (?:a|the) (?:bridge|building|roof|cliff))\b"),
+    ("suicidal_ideation_active", RiskTier.HIGH, r"\bslit(?:ting)? my (?:wrists?|throat)\b|\bknife (?:into|in|through) my (?:jugular|throat|heart|wrists?)\b"),
+    ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:over ?dos(?:e|ed|ing)|od'd|oded|jump(?:ing)? off (?:a|the) (?:bridge|building|roof|cliff))\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:into|onto|in front of) (?:oncoming traffic|(?:a|the) (?:train|bus|truck))\b"),
     ("preparatory_acts", RiskTier.HIGH, r"\b(?:pile|bottle|stash|handful|bunch) of (?:pills|tablets)\b"),
     ("preparatory_acts", RiskTier.HIGH, r"\b(?:goodbye|farewell) (?:letters?|notes?|messages?)\b|\bfinal goodbye\b"),
@@ -85,7 +95,9 @@ _RISK_PATTERNS: list[tuple[str, RiskTier, str]] = [
     ("abuse", RiskTier.MODERATE, rf"\b{_PERSON} (?:\w+ )?(?:hits?|beats?|beat|chok(?:es|ed)|strangl(?:es|ed)|punch(?:es|ed)|kick(?:s|ed)|slap(?:s|ped)) me\b|\b(?:got|get|gets|was|been|being) (?:beaten|beat up|punched|slapped|kicked)\b(?! out)"),
     # Psychosis-like experiences.
     ("psychosis", RiskTier.HIGH, r"\bvoices? (?:in (?:my|your) head )?(?:\w+ ){0,2}(?:tell(?:s|ing)?|command(?:s|ing)?) (?:me|you) to (?:kill|hurt|harm|die)\b"),
-    ("psychosis", RiskTier.MODERATE, r"\b(?:hear(?:ing)?|hears) (?:voices|demons)\b|\b(?:voices|demons) in my head\b|\bhallucinat\w*\b|\bpsychos[ie]s\b|\bpsychotic\b|\bschizo\w*|\bschiz\b"),
+    ("psychosis", RiskTier.MODERATE, r"\b(?:i|i'?ve|i have|i keep|i'?m|im|i am|been|started|still) (?:\w+ ){0,2}?(?:hear(?:ing)?|hears) (?:voices|demons|things)\b|\b(?:voices|demons) in my head\b|\bi(?:'?m| am| keep| have been) hallucinat\w*"),
+    # A diagnosis named is not a risk by itself (an episode years ago, a question about one).
+    ("psychosis", RiskTier.LOW, r"\bhallucinat\w*\b|\bpsychos[ie]s\b|\bpsychotic\b|\bschizo\w*|\bschiz\b"),
     ("psychosis", RiskTier.MODERATE, r"\b(?:people|they|someone) (?:are|is) (?:watching|following|spying on|tracking) me\b"),
     # Distress without a risk signal.
     ("distress", RiskTier.LOW, r"\b(?:hopeless|worthless|can'?t take (?:it|this) anymore|give up on (?:life|everything)|nothing matters|empty inside|falling apart|breaking down)\b"),
@@ -96,12 +108,13 @@ _RISK_PATTERNS: list[tuple[str, RiskTier, str]] = [
     ("medical_emergency", RiskTier.IMMINENT, r"\b(?:just|already) (?:overdosed|od'?d|took an overdose)\b|\b(?:overdosed|od'?d) (?:an hour|\w+ minutes|earlier (?:tonight|today)|just now|tonight)\b"),
     # Preparatory acts: means acquired or counted, affairs settled, farewells.
     ("preparatory_acts", RiskTier.HIGH, r"\b(?:sav(?:ing|ed)|stockpil\w*|hoard\w*|stash(?:ing|ed)|count(?:ing|ed)|been keeping|squirrel(?:l)?(?:ing|ed) away) (?:up )?(?:\w+ ){0,3}?(?:pills|tablets|meds|insulin|sleeping pills|painkillers|my (?:prescription|medication))\b"),
-    ("preparatory_acts", RiskTier.HIGH, r"\b(?:bought|buying|ordered|got hold of|picked up) (?:a |some |the |myself a )?(?:rope|noose|gun|pistol|rifle|shotgun|razor blades|helium|charcoal(?! for))\b"),
+    ("preparatory_acts", RiskTier.HIGH, r"\b(?:bought|buying|ordered|got hold of|picked up) (?:a |some |the |myself a )?(?:rope|noose|gun|pistol|rifle|shotgun|razor blades|helium|charcoal)\b(?! (?:for (?:the|a|my|our|duck|deer|hunting|climbing|camping|the bbq)|at the (?:range|club)))"),
     ("preparatory_acts", RiskTier.HIGH, r"\b(?:wrote|writing|written|left|drafted|finished) (?:\w+ ){0,3}?(?:letters|notes|a letter|a note) (?:to|for) (?:everyone|each of|my (?:family|kids|children|mum|mom|dad|parents|wife|husband|partner|friends|sister|brother|son|daughter))\b(?!.{0,40}\b(?:birthday|christmas|thank|wedding|anniversary)\b)"),
     ("preparatory_acts", RiskTier.HIGH, r"\bsett?l(?:e|ed|ing) my affairs\b|\bput(?:ting)? my affairs in order\b|\btie (?:up )?(?:all )?(?:the |my )?loose ends\b|\bmy (?:passwords|bank details|account details) (?:so|for when)\b"),
-    ("preparatory_acts", RiskTier.HIGH, r"\b(?:made|making|wrote|writing) (?:out )?my will\b(?!.{0,60}\b(?:grand|retire|\d{2} years old|8\d|7\d)\b)"),
+    # A will alone is ordinary life; with other signals the encoder and the other patterns carry the risk.
+    ("preparatory_acts", RiskTier.LOW, r"\b(?:made|making|wrote|writing) (?:out )?my will\b"),
     # Method or lethality research and rehearsal.
-    ("method_research", RiskTier.HIGH, r"\b(?:most|least|quickest|fastest) (?:\w+ )?(?:painless|painful|effective|reliable|peaceful|certain)? ?way(?:s)? to (?:die|go|end it|do it|kill|not wake)\b"),
+    ("method_research", RiskTier.HIGH, r"\b(?:most|least|quickest|fastest) (?:\w+ )?(?:painless|painful|effective|reliable|peaceful|certain)? ?way(?:s)? to (?:die|go(?! (?:to|from|home|back|out|about))|end it|do it|kill (?:myself|me|yourself|oneself)|not wake)\b"),
     ("method_research", RiskTier.HIGH, r"\bhow (?:many|much) (?:\w+ ){0,5}(?:would it take|does it take|would i need|do you need|is enough) to (?:die|overdose|od|not wake up|be fatal|be lethal|kill|stop (?:my|your) heart)\b"),
     ("method_research", RiskTier.HIGH, r"\bhow (?:long|quickly|fast) (?:does it|would it|will it|do you) (?:take )?(?:to )?(?:die|bleed out|drown|suffocate|lose consciousness)\b|\bpainless(?:ly)? (?:death|die|way out)\b"),
     ("method_research", RiskTier.HIGH, r"\b(?:stood|standing|stand|sat|sitting|climbed) (?:on|at|over) (?:the )?(?:edge|ledge|railing|parapet|wrong side)\b(?! of (?:the )?(?:stage|pool|bed|my seat))|\b(?:tied|tying|made|making) (?:a |the )?noose\b"),
@@ -139,7 +152,8 @@ _CONTRAST = re.compile(r"\b(?:but|though|although|however|whereas)\b|;")
 _PRESENT = re.compile(r"\b(?:now|today|tonight|still|again|these days|lately|anymore)\b")
 # A denial cancels only the signal it overlaps ("not going to kill myself, but I want to die" keeps the wish).
 _DENIAL = re.compile(r"(?:^|\b(?:i'?m|i am|im|i|i'?d|i would|i will) )(?:not|never|don'?t|do not|dont|won'?t|no longer|wasn'?t) (?:\w+ ){0,2}?(?:suicidal|(?:going to|gonna|willing to) (?:kill|hurt) myself|want(?:ing)? to (?:die|kill myself)|(?:kill|hurt) myself|thought (?:about|of) suicide|in a suicidal way)\b")
-_SENTENCE = re.compile(r"(?<=[.!?\n])\s+")
+# Sentence ends, but not an ellipsis ("end it all... with my gym membership" is one thought).
+_SENTENCE = re.compile(r"(?:(?<=[!?\n])|(?<=[^.]\.))\s+")
 
 
 
@@ -158,23 +172,37 @@ _DENIABLE = ("suicidal_ideation_active", "suicidal_ideation_passive", "self_harm
 
 
 def risk_signals(text: str) -> list[RiskSignal]:
-    """Every risk pattern that matches, sentence by sentence, with past cues and denials applied."""
+    """Every risk pattern that matches, sentence by sentence, with past cues, denials and frames applied:
+    a match that is figurative, about someone else, asked about or studied, or in a recovered past is kept
+    as LOW evidence (see src/theraloop/safety/_frames.py)."""
     signals: list[RiskSignal] = []
-    for sentence in _SENTENCE.split(normalise(text)):
-        if not sentence.strip():
-            continue
+    normalised = normalise(text)
+    sentences = [sentence for sentence in _SENTENCE.split(normalised) if sentence.strip()]
+    post_recovered = recovered(normalised)
+    post_revealed = revealed(normalised)
+    for index, sentence in enumerate(sentences):
         past = [] if _PRESENT.search(sentence) else [cue.span() for cue in _PAST.finditer(sentence)]
         denials = [denial.span() for denial in _DENIAL.finditer(sentence)]
+        figurative = figurative_spans(sentence)
         for category, tier, pattern in _COMPILED:
             match = pattern.search(sentence)
             if match is None:
                 continue
-            if category in _DENIABLE and any(start < match.end() and match.start() < end for start, end in denials):
+            span = match.span()
+            if category in _DENIABLE and any(start < span[1] and span[0] < end for start, end in denials):
                 continue
             if category == "abuse" and _PARTNER.search(sentence):
                 category = "intimate_partner_violence"
-            near_past = any(_refers_to(sentence, span, match.span()) for span in past)
-            effective = RiskTier(max(tier - 1, RiskTier.LOW)) if near_past and tier > RiskTier.LOW else tier
+            framed = (any(start < span[1] and span[0] < end for start, end in figurative)
+                      or (not post_revealed and (
+                          (category in SELF_DIRECTED and third_party(sentence, span))
+                          or (category != "method_research" and asked_or_studied(sentences, index, span))
+                          or post_recovered)))
+            near_past = any(_refers_to(sentence, cue, span) for cue in past)
+            if framed:
+                effective = min(tier, RiskTier.LOW)
+            else:
+                effective = RiskTier(max(tier - 1, RiskTier.LOW)) if near_past and tier > RiskTier.LOW else tier
             signals.append(RiskSignal(category=category, tier=effective, layer="rules", evidence=match.group(0),
                                       downgraded=effective != tier))
     return signals

@@ -68,7 +68,8 @@ class RiskSignal(BaseModel):
     layer: Layer = "rules"
     evidence: str = Field(description="the matched phrase or the text window the layer scored highest")
     probability: float | None = Field(None, description="the encoder's probability, where a model gave one")
-    downgraded: bool = Field(False, description="a rule lowered by one tier because the risk lies in the past")
+    downgraded: bool = Field(False, description="a rule lowered: by one tier when the risk lies in the past, to low when "
+                                                     "the match is figurative, about someone else, a question or study, or recovered from")
 
 
 class LayerReport(BaseModel):
