@@ -203,3 +203,36 @@ def test_session_arena_refuses_different_profiles_and_cli_runs(tmp_path, monkeyp
     assert "all judges: A 4, tie 0, B 0" in result.output and "risk high: A 2" in result.output
     with pytest.raises(InputError, match="same therapist"):
         load_session_systems([good, good])
+
+
+# --- theraloop report ------------------------------------------------------------------------------------
+
+def test_report_shows_session_transcripts_scores_risk_markers_and_the_session_arena(tmp_path):
+    from test_sessions import judged_run
+
+    from theraloop.arena import ArenaPersona
+    from theraloop.cli import app
+    from theraloop.sessions import SessionArenaConfig, session_arena_to_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    judged_run(run)
+    good, plain = arena_runs(tmp_path)
+    run_sync(session_arena_to_dir([good, plain], tmp_path / "arena", SessionArenaConfig(n_boot=50),
+                                  ScriptedChatModel(arena_judge), [ArenaPersona(id="content", prompt="p")],
+                                  progress=False))
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "arena"), "--sessions", str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2 sessions sections" in result.output
+    html = out.read_text()
+    assert 'href="#sessions-1"' in html and "Session arena: arena" in html and "Sessions: run" in html
+    # Transcripts with risk badges on patient turns, the disclosure marker, reply markers and per-turn scores.
+    assert DISCLOSURE in html and "Are you thinking about suicide?" in html
+    assert html.count("risk high: suicidal_ideation_active") == 3 and html.count('class="badge disclosure"') == 1
+    assert "asks about risk" in html and "guidance 5" in html and "probes 3" in html
+    assert "A = good vs B = plain (4 sessions, 8 verdicts)" in html and "assessment: risk high" in html
+    assert html.count("<html") == 1  # fragments, not nested pages
+    # A simulate folder given as a plain run folder is recognised too.
+    result = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "r2.html")])
+    assert result.exit_code == 0 and "1 sessions sections" in result.output

@@ -23,6 +23,8 @@ from theraloop.report._plots import FigureImage, arena_figures
 
 REFINE_FILES = ("refined.jsonl", "trace.jsonl")
 AUDIT_FILE = "judge_audit.json"
+SESSIONS_FILE = "sessions.jsonl"  # a simulate folder (theraloop.sessions)
+SESSION_ARENA_FILE = "session_arena.json"  # a `theraloop sessions arena` folder
 
 
 class Table(BaseModel):
@@ -90,6 +92,15 @@ class AuditSection(BaseModel):
     figures: list[FigureImage]
 
 
+class SessionsSection(BaseModel):
+    """Sessions (transcripts with per-turn scores and risk markers) or a session arena, as HTML that
+    theraloop.sessions rendered with autoescaping."""
+
+    title: str
+    kind: Literal["sessions", "session_arena"]
+    html: str
+
+
 class Report(BaseModel):
     title: str
     created: str
@@ -97,6 +108,7 @@ class Report(BaseModel):
     validations: list[ValidationSection] = Field(default_factory=list)
     refinements: list[RefineSection] = Field(default_factory=list)
     audits: list[AuditSection] = Field(default_factory=list)
+    sessions: list[SessionsSection] = Field(default_factory=list)
 
     @property
     def figures(self) -> list[FigureImage]:
@@ -261,8 +273,28 @@ def load_audit(run_dir: str | Path, prefix: str = "") -> AuditSection:
                                  for name, title, png in audit_figures(result)])
 
 
+def load_sessions(run_dir: str | Path) -> SessionsSection:
+    """A simulate folder (with its judged/ scores, if any) as a sessions section."""
+    from theraloop.sessions._report import sessions_fragment
+
+    return SessionsSection(title=Path(run_dir).name, kind="sessions", html=sessions_fragment(run_dir))
+
+
+def load_session_arena(run_dir: str | Path) -> SessionsSection:
+    from theraloop.sessions._arena import SessionArenaResult
+    from theraloop.sessions._report import session_arena_fragment
+
+    path = Path(run_dir) / SESSION_ARENA_FILE
+    try:
+        result = SessionArenaResult.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise InputError(f"{path}: not a session arena result: {exc.errors()[0]['msg']}") from None
+    return SessionsSection(title=Path(run_dir).name, kind="session_arena", html=session_arena_fragment(result))
+
+
 def classify_run_dir(run_dir: str | Path) -> list[str]:
-    """What a run folder holds: 'arena', 'validation', 'refine', 'audit' (any combination, possibly none)."""
+    """What a run folder holds: 'arena', 'validation', 'refine', 'audit', 'sessions', 'session_arena' (any
+    combination, possibly none)."""
     run_dir = Path(run_dir)
     kinds = []
     if (run_dir / "arena.json").is_file():
@@ -273,12 +305,16 @@ def classify_run_dir(run_dir: str | Path) -> list[str]:
         kinds.append("refine")
     if (run_dir / AUDIT_FILE).is_file():
         kinds.append("audit")
+    if (run_dir / SESSIONS_FILE).is_file():
+        kinds.append("sessions")
+    if (run_dir / SESSION_ARENA_FILE).is_file():
+        kinds.append("session_arena")
     return kinds
 
 
 def build_report(run_dirs: Sequence[str | Path] = (), validation: Sequence[str | Path] = (),
                  refine: Sequence[str | Path] = (), title: str = "theraloop report",
-                 max_diffs: int = 50) -> Report:
+                 max_diffs: int = 50, sessions: Sequence[str | Path] = ()) -> Report:
     """Sections from run folders (recognised by their files) plus explicitly given inputs."""
     report = Report(title=title, created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     validation, refine = list(validation), list(refine)
@@ -286,7 +322,8 @@ def build_report(run_dirs: Sequence[str | Path] = (), validation: Sequence[str |
     n_arenas = sum("arena" in kinds for kinds in kinds_by_dir.values())
     for run_dir, kinds in kinds_by_dir.items():
         if not kinds:
-            raise InputError(f"{run_dir}: no arena.json, validation.json, refine output or judge_audit.json found")
+            raise InputError(f"{run_dir}: no arena.json, validation.json, refine output, judge_audit.json, "
+                             "sessions.jsonl or session_arena.json found")
         if "arena" in kinds:
             # Prefix figure names so two arenas in one report do not overwrite each other's PNGs.
             prefix = f"{len(report.arenas) + 1}-" if n_arenas > 1 else ""
@@ -297,8 +334,13 @@ def build_report(run_dirs: Sequence[str | Path] = (), validation: Sequence[str |
             refine.append(run_dir)
         if "audit" in kinds:
             report.audits.append(load_audit(run_dir, prefix=f"{len(report.audits) + 1}-"))
+        if "sessions" in kinds:
+            report.sessions.append(load_sessions(run_dir))
+        if "session_arena" in kinds:
+            report.sessions.append(load_session_arena(run_dir))
     report.validations = [load_validation(path) for path in validation]
     report.refinements = [load_refinement(path, max_diffs) for path in refine]
+    report.sessions += [load_sessions(path) for path in sessions]
     return report
 
 

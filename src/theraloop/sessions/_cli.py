@@ -196,20 +196,11 @@ def report_command(
     title: Annotated[str, typer.Option(help="page title")] = "theraloop sessions",
 ) -> None:
     """Transcripts with per-turn scores and risk markers, and risk latency per risk level, as one HTML page."""
-    from theraloop.io import read_jsonl
-    from theraloop.judge import Judgment
-    from theraloop.sessions._report import write_sessions_html
-    from theraloop.sessions._simulate import read_sessions
+    from theraloop.sessions._report import load_run, write_sessions_html
 
-    sessions = read_sessions(run_dir / "sessions.jsonl")
-    judged = judged or run_dir / "judged"
-
-    def judgments(name: str) -> list:
-        path = judged / name
-        return read_jsonl(path, Judgment, allow_empty=True) if path.is_file() else []
-
-    path = write_sessions_html(out or run_dir / "sessions.html", sessions, turn_judgments=judgments("turn_judgments.jsonl"),
-                               session_judgments=judgments("session_judgments.jsonl"), title=title)
+    sessions, turn_judgments, session_judgments = load_run(run_dir, judged)
+    path = write_sessions_html(out or run_dir / "sessions.html", sessions, turn_judgments=turn_judgments,
+                               session_judgments=session_judgments, title=title)
     typer.echo(f"wrote {path} ({len(sessions)} sessions)")
 
 

@@ -14,9 +14,7 @@ from theraloop.sessions._judge import session_timeline, summarize
 from theraloop.sessions._risk import EVENTS, acknowledges_risk, asks_about_risk, gives_resources
 from theraloop.sessions._simulate import Session
 
-_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
-<style>
+_STYLE = """<style>
 body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
 table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; vertical-align: top; text-align: left; }
@@ -26,9 +24,10 @@ td.num { text-align: right; }
 .risk-moderate { background: #fde68a; } .risk-high { background: #fca5a5; } .risk-imminent { background: #b91c1c; color: #fff; }
 .disclosure { background: #7c3aed; color: #fff; } .drift { background: #e5e7eb; } .harm { background: #b91c1c; color: #fff; }
 .good { background: #bbf7d0; } .scores { color: #555; font-size: 0.8rem; }
-</style></head><body>
-<h1>{{ title }}</h1>
-<p>{{ sessions|length }} sessions. Turn t is the patient's message t and the therapist's reply to it. Latency is the
+</style>"""
+
+# The body, shared by the standalone page and the sessions section of `theraloop report`.
+_BODY = """<p>{{ sessions|length }} sessions. Turn t is the patient's message t and the therapist's reply to it. Latency is the
 reply turn minus the disclosure turn (the first patient message the safety guard rates {{ disclosure_tier }} or
 higher); "missed" counts disclosed sessions where no reply did it.</p>
 <h2>Risk handling by risk level</h2>
@@ -63,8 +62,15 @@ Presenting problem: {{ view.session.profile.presenting_problem }}</p>
 </td></tr>{% endfor %}
 </table>
 {% endfor %}
-</body></html>
 """
+
+_PAGE = ("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+""" + _STYLE + """</head><body>
+<h1>{{ title }}</h1>
+""" + _BODY + """</body></html>
+""")
+_FRAGMENT = _STYLE + "\n" + _BODY
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -90,7 +96,9 @@ def _markers(session: Session, index: int, disclosure_turn: int | None) -> list[
 
 def render_sessions_html(sessions: Sequence[Session], summary: dict | None = None,
                          turn_judgments: Sequence[Judgment] = (), session_judgments: Sequence[Judgment] = (),
-                         title: str = "theraloop sessions", disclosure_tier: str = "moderate") -> str:
+                         title: str = "theraloop sessions", disclosure_tier: str = "moderate",
+                         fragment: bool = False) -> str:
+    """The whole page, or (`fragment`) its style and body for embedding in another page."""
     summary = summary or summarize(sessions, turn_judgments, session_judgments, disclosure_tier)
     by_turn = {judgment.id: judgment for judgment in turn_judgments}
     views = []
@@ -103,7 +111,7 @@ def render_sessions_html(sessions: Sequence[Session], summary: dict | None = Non
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     environment.filters["num"] = _num
     environment.filters["latency"] = _latency
-    return environment.from_string(_TEMPLATE).render(
+    return environment.from_string(_FRAGMENT if fragment else _PAGE).render(
         title=title, sessions=sessions, views=views, levels=summary["by_risk_level"], events=EVENTS,
         disclosure_tier=RiskTier.parse(disclosure_tier).label)
 
@@ -113,3 +121,66 @@ def write_sessions_html(path: str | Path, *args, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_sessions_html(*args, **kwargs), encoding="utf-8")
     return path
+
+
+def load_run(run_dir: str | Path, judged: str | Path | None = None) -> tuple[list[Session], list[Judgment], list[Judgment]]:
+    """A simulate folder (or sessions JSONL file) and its judgments (`judged`, default RUN/judged, if present)."""
+    from theraloop.io import InputError, read_jsonl
+    from theraloop.sessions._simulate import read_sessions
+
+    run_dir = Path(run_dir)
+    file = run_dir / "sessions.jsonl" if run_dir.is_dir() else run_dir
+    if not file.is_file():
+        raise InputError(f"{run_dir}: no sessions.jsonl")
+    judged = Path(judged) if judged else (run_dir if run_dir.is_dir() else run_dir.parent) / "judged"
+
+    def judgments(name: str) -> list[Judgment]:
+        path = judged / name
+        return read_jsonl(path, Judgment, allow_empty=True) if path.is_file() else []
+
+    return read_sessions(file), judgments("turn_judgments.jsonl"), judgments("session_judgments.jsonl")
+
+
+def sessions_fragment(run_dir: str | Path, judged: str | Path | None = None) -> str:
+    """The sessions section of `theraloop report`: latency table, transcripts, per-turn scores, risk markers."""
+    sessions, turn_judgments, session_judgments = load_run(run_dir, judged)
+    return render_sessions_html(sessions, turn_judgments=turn_judgments, session_judgments=session_judgments,
+                                fragment=True)
+
+
+_ARENA_FRAGMENT = """<p>{{ result.systems|length }} therapists, judges: {{ result.personas|join(", ") }}; criteria:
+{{ result.criteria|join(", ") }}. Every pair of sessions with the same patient was judged in both orders; a session's
+outcome is the majority of all votes (a draw is a tie), a judge's the majority of its two orders. Intervals are
+{{ (result.level * 100)|round|int }}% bootstrap intervals over sessions ({{ result.n_boot }} resamples); p-values are
+McNemar tests on the sessions with a winner, Holm-adjusted within each table's block (overall, per judge, per risk
+level). {{ result.invalid_total }} invalid judge outputs.</p>
+{% for pair in result.pairs %}
+<h3>A = {{ pair.system_a }} vs B = {{ pair.system_b }} ({{ pair.n_sessions }} sessions, {{ pair.n_verdicts }} verdicts)</h3>
+<table class="session-arena"><tr><th>criterion</th><th>sessions</th><th>A wins</th><th>ties</th><th>B wins</th>
+<th>A win rate [CI]</th><th>mid-p</th><th>mid-p (Holm)</th><th>exact p</th><th>exact p (Holm)</th></tr>
+{% for key in result.criteria %}
+{% for label, stats in [("all judges", pair.overall[key])] + pair.by_persona.items()|map("judge_row", key)|list
+   + pair.by_risk_level.items()|map("level_row", key)|list %}
+<tr><td>{{ key }}: {{ label }}</td><td class="num">{{ stats.n }}</td><td class="num">{{ stats.wins_a }}</td>
+<td class="num">{{ stats.ties }}</td><td class="num">{{ stats.wins_b }}</td>
+<td class="num">{% if stats.win_rate %}{{ stats.win_rate.estimate|num }}{% if stats.win_rate.low is not none %} [{{ stats.win_rate.low|num }}, {{ stats.win_rate.high|num }}]{% endif %}{% else %}–{% endif %}</td>
+<td class="num">{{ stats.midp_p|num(3) }}</td><td class="num">{{ stats.midp_p_holm|num(3) }}</td>
+<td class="num">{{ stats.exact_p|num(3) }}</td><td class="num">{{ stats.exact_p_holm|num(3) }}</td></tr>
+{% endfor %}
+{% endfor %}
+</table>
+<table><tr><th>judge</th><th>position consistency</th><th>chose the first session</th></tr>
+{% for persona in result.personas %}<tr><td>{{ persona }}</td><td class="num">{{ pair.position_consistency[persona]|num }}</td>
+<td class="num">{{ pair.first_position_rate[persona]|num }}</td></tr>{% endfor %}
+</table>
+{% endfor %}
+"""
+
+
+def session_arena_fragment(result) -> str:
+    """The session arena's tables (overall, per judge, per risk level; position consistency) as HTML."""
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    environment.filters["num"] = _num
+    environment.filters["judge_row"] = lambda item, key: (f"judge {item[0]}", item[1][key])
+    environment.filters["level_row"] = lambda item, key: (f"risk {item[0]}", item[1][key])
+    return environment.from_string(_ARENA_FRAGMENT).render(result=result)
