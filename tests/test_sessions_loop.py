@@ -236,3 +236,98 @@ def test_report_shows_session_transcripts_scores_risk_markers_and_the_session_ar
     # A simulate folder given as a plain run folder is recognised too.
     result = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "r2.html")])
     assert result.exit_code == 0 and "1 sessions sections" in result.output
+
+
+# --- clinician review of sessions ------------------------------------------------------------------------
+
+def session_scores(request: ChatRequest) -> str:
+    """A session judge that scores risk sessions (the disclosure is in the transcript) high, the others middling."""
+    schema = request.json_schema
+    score = 5 if DISCLOSURE in request.messages[1].content else 3
+    return json.dumps({key: {"rationale": "r", "score": score} for key in schema["required"]})
+
+
+def test_clinicians_rate_sessions_blinded_and_the_ratings_feed_agreement(tmp_path):
+    pytest.importorskip("fastapi")
+    import re
+
+    from test_review_app import CSRF_FIELD, hidden_token, sign_in
+
+    from theraloop.cli import app
+    from theraloop.review import ReviewStore
+    from theraloop.sessions import SessionJudgeConfig, build_session_judges, judge_sessions, read_sessions
+
+    good, plain = arena_runs(tmp_path)
+    config = SessionJudgeConfig(judge_turns=False)
+    judge = ScriptedChatModel(session_scores)
+    run_sync(judge_sessions(read_sessions(good / "sessions.jsonl"), good / "judged", None,
+                            build_session_judges(config, judge), config, progress=False))
+    assert len((good / "judged" / "rubric-session.jsonl").read_text().splitlines()) == 4
+    assert len((good / "judged" / "rubric-session_risk.jsonl").read_text().splitlines()) == 2
+    runner = CliRunner()
+    items, db = tmp_path / "items.jsonl", tmp_path / "study.sqlite"
+    result = runner.invoke(app, ["sessions", "review-items", str(good), "--out", str(items)])
+    assert result.exit_code == 0 and "4 absolute session items" in result.output, result.output
+    result = runner.invoke(app, ["review", "init", "--items", str(items), "--mode", "absolute", "--rubric", "session",
+                                 "--db", str(db), "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    store = ReviewStore(db)
+    assert store.study.source["items_kind"] == "session"
+    for name, high in (("r1", "5"), ("r2", "4")):
+        _, token = store.add_rater(name)
+        client = sign_in(db, token)
+        for position in range(1, 5):
+            page = client.get(f"/items/{position}").text
+            # Blinded: the page shows the patient and the transcript, never the therapist's name or the risk level.
+            assert "Session transcript" in page and "The patient" in page and "[Turn 1]" in page
+            assert "good" not in page.replace("goodbye", "") and "high" not in page
+            risky = any(f"{n}, 34-year-old" in page for n in ("Ana", "Cy"))
+            answers = {key: high if risky else "3" for key in ("alliance", "collaboration", "assessment",
+                                                               "ethical_conduct")}
+            response = client.post(f"/items/{position}", data={CSRF_FIELD: hidden_token(page), **answers},
+                                   follow_redirects=False)
+            assert response.status_code == 303
+    assert len(store.ratings()) == 2 * 4 * 4
+    export = tmp_path / "export"
+    result = runner.invoke(app, ["review", "export", "--db", str(db), "--out", str(export)])
+    assert result.exit_code == 0, result.output
+    scores = [json.loads(line) for line in (export / "scores.jsonl").read_text().splitlines()]
+    assert {s["system"] for s in scores} == {"good"} and sorted(s["human_scores"]["alliance"] for s in scores) == [3, 3, 4.5, 4.5]
+    result = runner.invoke(app, ["validate", "--judgments", str(good / "judged" / "rubric-session.jsonl"),
+                                 "--human", str(export / "scores.jsonl"), "--n-boot", "50", "--out", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    validation = json.loads((tmp_path / "v" / "validation.json").read_text())
+    (judge_result,) = validation["judges"].values()
+    assert judge_result["agreement"]["dimensions"]["alliance"]["response"]["n"] == 4
+    assert re.search(r"alliance\s+\S+", result.output)
+
+
+def test_pairwise_session_ratings_feed_human_and_judge_agreement(tmp_path):
+    from theraloop.arena import ArenaPersona
+    from theraloop.cli import app
+    from theraloop.review import ReviewStore, export_study, load_review_items
+    from theraloop.rubrics import load_rubric
+    from theraloop.sessions import SessionArenaConfig, session_arena_to_dir
+
+    good, plain = arena_runs(tmp_path)
+    run_sync(session_arena_to_dir([good, plain], tmp_path / "arena", SessionArenaConfig(n_boot=20),
+                                  ScriptedChatModel(arena_judge), [ArenaPersona(id="content", prompt="p")],
+                                  progress=False))
+    items = tmp_path / "pairs.jsonl"
+    result = CliRunner().invoke(app, ["sessions", "review-items", str(good), str(plain), "--out", str(items)])
+    assert result.exit_code == 0 and "4 pairwise session items" in result.output
+    store = ReviewStore.create(tmp_path / "s.sqlite", load_review_items(items, "pairwise"),
+                               load_rubric("session").subset(["assessment"]), "pairwise", seed=3)
+    for name in ("r1", "r2"):
+        rater, _ = store.add_rater(name)
+        for position in range(1, 5):
+            view = store.view_item(rater, position)
+            shown_good = "A" if "988" in view.responses[0] else "B"
+            store.save_answers(rater, position, {"assessment": shown_good})
+    summary = export_study(store, tmp_path / "export", tmp_path / "arena" / "pair_judgments.jsonl")
+    assert summary.judge.n_records == 4 and summary.judge.n_parse_failures == 0
+    agreement = json.loads((tmp_path / "export" / "agreement.json").read_text())["assessment"]
+    assert (agreement["n_items"], agreement["n_raters"]) == (4, 2)
+    assert agreement["exact_agreement"]["human_human"] == 1.0 and agreement["exact_agreement"]["judge_majority"] == 1.0
+    labels = json.loads((tmp_path / "export" / "labels.json").read_text())["assessment"]
+    assert all(set(by_rater.values()) == {"A"} for by_rater in labels.values())  # item terms: A = good

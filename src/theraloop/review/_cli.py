@@ -91,7 +91,10 @@ def init_command(
     study_seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
     review_items = load_review_items(settings.items, settings.mode)
     resolved = settings.model_copy(update={"seed": study_seed, "criteria": chosen.keys})
+    # Whole sessions (`theraloop sessions review-items`) get pages labelled for transcripts.
+    items_kind = "session" if all(item.meta.get("kind") == "session" for item in review_items) else "response"
     store = ReviewStore.create(settings.db, review_items, chosen, settings.mode, study_seed, source={
+        "items_kind": items_kind,
         "items_path": str(settings.items), "items_sha256": sha256_file(settings.items),
         "config": resolved.model_dump(mode="json"), "versions": package_versions()})
     study = store.study

@@ -28,6 +28,7 @@ _EXPORTS = {
     "profile_text": "theraloop.sessions._arena",
     "run_session_arena": "theraloop.sessions._arena",
     "session_arena_to_dir": "theraloop.sessions._arena",
+    "session_review_items": "theraloop.sessions._review",
     "summarize_sessions": "theraloop.sessions._arena",
     "Session": "theraloop.sessions._simulate",
     "SessionJudge": "theraloop.sessions._judge",

@@ -356,6 +356,23 @@ def arena_command(
     typer.echo(f"wrote {out}")
 
 
+@sessions_app.command("review-items")
+def review_items_command(
+    runs: Annotated[list[Path], typer.Argument(help="one simulate folder or sessions file (absolute items: rate "
+                                                    "each session), or two or more (pairwise items)", exists=True)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL of review items to write")] = Path("session-items.jsonl"),
+) -> None:
+    """Review items for `theraloop review init`: whole sessions, blinded, for rating on the session rubric."""
+    from theraloop.io import write_jsonl
+    from theraloop.sessions._review import session_review_items
+
+    items = session_review_items(runs)
+    write_jsonl(out, items)
+    mode = "absolute" if len(runs) == 1 else "pairwise"
+    typer.echo(f"wrote {len(items)} {mode} session items to {out}; next: theraloop review init --items {out} "
+               f"--mode {mode} --rubric session --db study.sqlite")
+
+
 def register(app: typer.Typer) -> None:
     app.command("simulate")(simulate_command)
     app.add_typer(sessions_app, name="sessions")

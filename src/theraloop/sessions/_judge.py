@@ -3,7 +3,9 @@ the session rubric, the risk-handling rubric where risk is in play, and the risk
 
 Outputs (appended as they finish, so a killed run resumes): `turn_judgments.jsonl` (one Judgment per
 therapist turn, id `<session>:t<k>`), `session_judgments.jsonl` (one Judgment per session and session
-rubric), and `summary.json` (per session and per risk level: scores and risk latency).
+rubric), and `summary.json` (per session and per risk level: scores and risk latency); at the end, the
+session judgments again split by rubric (`rubric-session.jsonl`, `rubric-session_risk.jsonl`: one per
+session, for `theraloop validate --judgments` against clinicians' session ratings).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pydantic import Field
 
 from theraloop._prompting import delimit, with_data_notice
 from theraloop.config import StrictModel
-from theraloop.io import JSONLAppender, read_jsonl, write_json
+from theraloop.io import JSONLAppender, read_jsonl, write_json, write_jsonl
 from theraloop.judge import JudgeConfig, Judgment, LLMJudge, absolute_schema
 from theraloop.judge._llm_judge import rubric_text
 from theraloop.llm import ChatModel, ChatRequest, LLMConfig, Message, complete_structured, map_concurrent
@@ -190,6 +192,9 @@ async def judge_sessions(sessions: Sequence[Session], out: str | Path, turn_judg
     wanted_sessions = {session.id for session in sessions}
     session_results = [judgment for judgment in read_jsonl(out / "session_judgments.jsonl", Judgment, allow_empty=True)
                        if judgment.id in wanted_sessions and judgment.rubric in session_judges]
+    # One file per session rubric: one judgment per session, as `theraloop validate --judgments` expects.
+    for rubric in session_judges:
+        write_jsonl(out / f"rubric-{rubric}.jsonl", [j for j in session_results if j.rubric == rubric])
     summary = summarize(sessions, turn_results, session_results, config.disclosure_tier)
     write_json(out / "summary.json", summary)
     return summary
