@@ -6,7 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_sessions import DISCLOSURE, PLAIN, RULES_ONLY, profile, scripted_patient, scripted_therapist, top_scores
+from test_sessions import (
+    DISCLOSURE,
+    PLAIN,
+    RULES_ONLY,
+    profile,
+    scripted_patient,
+    scripted_therapist,
+)
 from typer.testing import CliRunner
 
 from theraloop.llm import ChatRequest, ScriptedChatModel, run_sync
