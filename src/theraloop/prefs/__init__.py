@@ -1,4 +1,5 @@
-"""Preferences: candidate generation, persona rankings, symmetric weighted voting, preference pairs."""
+"""Preferences: candidate generation, persona rankings, symmetric weighted voting, preference pairs, and pairs
+from refinement traces."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ _EXPORTS = {
     "Ballot": "theraloop.prefs._collect",
     "Candidate": "theraloop.prefs._generate",
     "DEFAULT_THERAPIST_PROMPT": "theraloop.prefs._generate",
+    "FromRefineConfig": "theraloop.prefs._from_refine",
+    "FromRefineSummary": "theraloop.prefs._from_refine",
+    "RefinePair": "theraloop.prefs._from_refine",
     "GenerateConfig": "theraloop.prefs._generate",
     "GenerationSummary": "theraloop.prefs._generate",
     "PreferencePair": "theraloop.prefs._voting",
@@ -29,6 +33,7 @@ _EXPORTS = {
     "epitome_questions": "theraloop.prefs._generate",
     "generate_candidates": "theraloop.prefs._generate",
     "group_candidates": "theraloop.prefs._collect",
+    "pairs_from_refine": "theraloop.prefs._from_refine",
     "preference_pairs": "theraloop.prefs._voting",
     "rank_weights": "theraloop.prefs._voting",
     "read_questions": "theraloop.prefs._generate",

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from theraloop.cli_common import (
     BackendOption,
@@ -21,6 +22,28 @@ from theraloop.cli_common import (
 )
 
 reward_app = typer.Typer(no_args_is_help=True, help="Per-criterion reward models from preference pairs.")
+
+
+class _DefaultToCollect(TyperGroup):
+    """`theraloop prefs CANDIDATES` means `theraloop prefs collect CANDIDATES` (persona rankings);
+    `theraloop prefs from-refine TRACE` turns refinement traces into pairs."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["collect", *args]
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx, formatter):
+        """`theraloop prefs --help` shows persona collection's options, then the other subcommands."""
+        import click
+
+        collect = self.commands["collect"]
+        collect.format_help(click.Context(collect, info_name=ctx.info_name, parent=ctx.parent), formatter)
+        self.format_commands(ctx, formatter)
+
+
+prefs_app = typer.Typer(cls=_DefaultToCollect, help="Preference pairs: persona rankings of candidates (default), "
+                                                     "or refinement traces (from-refine).")
 
 
 def generate_command(
@@ -134,6 +157,68 @@ def prefs_command(
     typer.echo(f"wrote {out}")
 
 
+def from_refine_command(
+    trace: Annotated[Path, typer.Argument(help="trace.jsonl written by `theraloop refine`")],
+    min_gain: Annotated[float | None, typer.Option(help="keep pairs whose driving-judge gain (aggregate of the "
+                                                        "driving dimensions, chosen minus rejected) is at least "
+                                                        "this")] = None,
+    independent_encoder: Annotated[Path | None, typer.Option(
+        help="trained encoder judge that scores both sides now; pairs it scores lower are excluded")] = None,
+    independent_scores: Annotated[Path | None, typer.Option(
+        help="judgments JSONL of any independent judge keyed by side id (judge OUT/texts.jsonl of a first "
+             "run); pairs it scores lower are excluded")] = None,
+    independent_from_trace: Annotated[bool, typer.Option(
+        "--independent-from-trace", help="use the independent judgments `refine --independent-encoder` stored "
+                                         "in the trace (original and final response only)")] = False,
+    independent_min_gain: Annotated[float | None, typer.Option(
+        help="keep a pair only if the independent judge's mean gain is at least this (default 0: drop only "
+             "disagreements; ties are kept)")] = None,
+    keep_unmeasured: Annotated[bool, typer.Option(
+        "--keep-unmeasured", help="keep pairs the independent judge did not score (default: exclude them)")] = False,
+    drive: Annotated[str | None, typer.Option(help="comma-separated driving dimensions for the gain (default: "
+                                                   "the refine run's, from config.yaml beside the trace)")] = None,
+    config: ConfigOption = None,
+    out: OutOption = None,
+) -> None:
+    """Preference pairs from refinement traces: each accepted revision chosen over the response it replaced."""
+    from theraloop.config import load_config
+    from theraloop.io import InputError, write_jsonl
+    from theraloop.manifest import write_manifest
+    from theraloop.prefs._from_refine import FromRefineConfig, pairs_from_refine
+
+    sources = [name for name, given in (("encoder", independent_encoder is not None),
+                                        ("scores", independent_scores is not None),
+                                        ("trace", independent_from_trace)) if given]
+    if len(sources) > 1:
+        raise InputError("give one independent judge: --independent-encoder, --independent-scores or "
+                         "--independent-from-trace")
+    if trace.is_dir():
+        trace = trace / "trace.jsonl"  # a refine --out folder
+    if not trace.is_file():
+        raise InputError(f"{trace}: file not found (expected trace.jsonl written by `theraloop refine`)")
+    settings = load_config(FromRefineConfig, config, min_gain=min_gain, independent_min_gain=independent_min_gain,
+                           drive=drive.split(",") if drive else None, independent=sources[0] if sources else None,
+                           independent_encoder=str(independent_encoder) if independent_encoder else None,
+                           independent_scores=str(independent_scores) if independent_scores else None,
+                           keep_unmeasured=True if keep_unmeasured else None)
+    out = out or Path("runs") / f"prefs-from-refine-{trace.parent.name or trace.stem}"
+    pairs, excluded, texts, summary = pairs_from_refine(trace, settings, log=typer.echo)
+    write_jsonl(out / "pairs.jsonl", pairs)
+    write_jsonl(out / "excluded.jsonl", excluded)
+    write_jsonl(out / "texts.jsonl", texts)
+    write_manifest(out, "prefs from-refine", settings,
+                   inputs={"trace": trace, "independent_scores": independent_scores}, seed=None,
+                   extra={"summary": summary.model_dump()})
+    if summary.mean_gain is not None:
+        typer.echo(f"mean driving-judge gain {summary.mean_gain:.3f}"
+                   + (f"; mean independent gain {summary.mean_independent_gain:.3f}"
+                      if summary.mean_independent_gain is not None else ""))
+    if not pairs:
+        typer.echo("warning: no pairs kept; nothing to train on", err=True)
+    typer.echo(f"wrote {out / 'pairs.jsonl'} (train with `theraloop train --method dpo {out / 'pairs.jsonl'} "
+               "--model POLICY`)")
+
+
 @reward_app.command("train")
 def reward_train_command(
     input: Annotated[Path, typer.Argument(help="preference pairs JSONL (prompt, chosen, rejected[, criterion, "
@@ -173,5 +258,7 @@ def reward_train_command(
 
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate_command)
-    app.command("prefs")(prefs_command)
+    prefs_app.command("collect")(prefs_command)
+    prefs_app.command("from-refine")(from_refine_command)
+    app.add_typer(prefs_app, name="prefs")
     app.add_typer(reward_app, name="reward")
