@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from theraloop.config import StrictModel
 from theraloop.io import InputError, read_jsonl, sha256_json, write_json
 from theraloop.judge._onnx import ONNX_FILE, OnnxPairModel, check_runtime, export_pair_model, runtime_tag
+from theraloop.judge._spans import extract_spans, rationale_text, span_char_ranges, token_labels
 from theraloop.judge._types import Judgment
 from theraloop.manifest import config_hash
 from theraloop.records import ResponseItem
@@ -36,6 +37,7 @@ HEADS_FILE = "heads.safetensors"
 BACKBONE_DIR = "backbone"
 CHECKPOINT_FILE = "checkpoint.pt"
 BUNDLED_BACKBONE = "all-MiniLM-L6-v2"
+SPAN_PREFIX = "span."
 
 
 class EncoderJudgeConfig(StrictModel):
@@ -60,6 +62,21 @@ class EncoderJudgeConfig(StrictModel):
     class_weighting: Literal["balanced", "sqrt", "none"] = Field(
         "balanced", description="per-dimension example weights against skewed levels: n/(K n_c), its square "
                                 "root, or none")
+    focal_gamma: float = Field(0.0, ge=0, description="focal modulation (1 - p_t)^gamma of each ordinal threshold's "
+                                                      "cross-entropy; 0: plain cross-entropy")
+    input_mode: Literal["pair", "response"] = Field(
+        "pair", description="pair: the encoder reads context and response together (the response attends to "
+                            "the post); response: the response alone")
+    span_weight: float = Field(0.0, ge=0, description="weight of the auxiliary rationale-span tagging loss (a "
+                                                      "per-token head over response tokens, trained on items' "
+                                                      "meta.rationales); > 0 also lets the judge quote its spans")
+    patience: int | None = Field(None, ge=1, description="stop when dev selection has not improved for this "
+                                                         "many epochs (early stopping)")
+    layers: int | None = Field(None, ge=1, description="keep only the backbone's first N transformer layers "
+                                                       "(faster scoring)")
+    freeze_layers: int = Field(0, ge=0, description="keep the embeddings and the first N transformer layers "
+                                                    "frozen: their outputs are computed once and cached, so an "
+                                                    "epoch costs about (layers - N) / layers of full fine-tuning")
     dev_fraction: float = Field(0.1, gt=0, lt=1, description="held out of the training data (grouped by "
                                                              "context) when no dev set is given")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
@@ -81,17 +98,36 @@ def ordinal_targets(levels: torch.Tensor, n_levels: int) -> torch.Tensor:
     return (levels.unsqueeze(-1) > torch.arange(n_levels - 1, device=levels.device)).float()
 
 
-def cumulative_link_loss(logits: torch.Tensor, levels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def cumulative_link_loss(logits: torch.Tensor, levels: torch.Tensor, weights: torch.Tensor,
+                         gamma: float = 0.0) -> torch.Tensor:
     """CORAL-style loss: the sum over thresholds of binary cross-entropy on P(level > k).
 
     logits (B, D, K-1); levels (B, D) 0-based (any value where weight is 0); weights (B, D), 0 masks a
     missing rating. Weighted mean over examples per dimension, then the mean over dimensions rated.
+    gamma > 0: focal loss, each threshold's cross-entropy times (1 - p_t)^gamma, p_t the probability
+    given to the right side of that threshold.
     """
+    import torch
     import torch.nn.functional as F
 
     targets = ordinal_targets(levels.clamp(0, logits.shape[-1]), logits.shape[-1] + 1)
-    per_example = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
-    return _masked_mean(per_example, weights)
+    per_threshold = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if gamma > 0:
+        per_threshold = per_threshold * (1 - torch.exp(-per_threshold)) ** gamma
+    return _masked_mean(per_threshold.sum(-1), weights)
+
+
+def span_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Rationale tagging: binary cross-entropy per response token and dimension. logits and labels
+    (B, T, D); mask (B, T, D) is 1 on response tokens of items whose rationales for that dimension are
+    known. The mean over unmasked entries (0 when there are none)."""
+    import torch.nn.functional as F
+
+    total = mask.sum()
+    if float(total) == 0:
+        return logits.sum() * 0.0
+    per_token = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    return (per_token * mask).sum() / total
 
 
 def regression_loss(predictions: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -173,21 +209,68 @@ def mean_pooled(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: to
     return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
-def _build_model(backbone: Any, n_dimensions: int, n_levels: int, head: str, dropout: float) -> nn.Module:
+def _build_model(backbone: Any, n_dimensions: int, n_levels: int, head: str, dropout: float,
+                 spans: bool = False) -> nn.Module:
     from torch import nn
 
     class EncoderJudgeModel(nn.Module):
+        """Heads on the mean-pooled states; with `spans`, also a per-token rationale head (one logit per
+        token and dimension) on the same token states."""
+
         def __init__(self) -> None:
             super().__init__()
             self.backbone = backbone
             self.dropout = nn.Dropout(dropout)
             self.heads = _build_heads(backbone.config.hidden_size, n_dimensions, n_levels, head)
+            self.span_head = nn.Linear(backbone.config.hidden_size, n_dimensions) if spans else None
+
+        def forward_all(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            """(level outputs (B, D, ...), span logits (B, T, D) or None)."""
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                inputs["token_type_ids"] = token_type_ids
+            return self._from_states(self.backbone(**inputs).last_hidden_state, attention_mask)
+
+        def forward_from_layer(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                               start: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+            """forward_all from the token states after backbone layer `start` (cached frozen layers)."""
+            from transformers.masking_utils import create_bidirectional_mask
+
+            mask = create_bidirectional_mask(config=self.backbone.config, inputs_embeds=hidden,
+                                             attention_mask=attention_mask)
+            for layer in self.backbone.encoder.layer[start:]:
+                hidden = layer(hidden, attention_mask=mask)
+                if isinstance(hidden, tuple):
+                    hidden = hidden[0]
+            return self._from_states(hidden, attention_mask)
+
+        def _from_states(self, hidden: torch.Tensor,
+                         attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            outputs = self.heads(self.dropout(pooled))
+            span_logits = self.span_head(self.dropout(hidden)) if self.span_head is not None else None
+            return outputs, span_logits
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-            return self.heads(self.dropout(mean_pooled(self.backbone, input_ids, attention_mask, token_type_ids)))
+            return self.forward_all(input_ids, attention_mask, token_type_ids)[0]
 
     return EncoderJudgeModel()
+
+
+def truncate_layers(backbone: Any, layers: int | None) -> None:
+    """Keep the first `layers` transformer layers of a BERT-like backbone (in place)."""
+    if not layers:
+        return
+    encoder = getattr(backbone, "encoder", None)
+    stack = getattr(encoder, "layer", None)
+    if stack is None:
+        raise InputError(f"{type(backbone).__name__}: cannot keep only {layers} layers (no encoder.layer stack)")
+    if layers < len(stack):
+        encoder.layer = stack[:layers]
+        backbone.config.num_hidden_layers = layers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +280,8 @@ def _build_model(backbone: Any, n_dimensions: int, n_levels: int, head: str, dro
 class _Encoded(NamedTuple):
     ids: list[int]
     type_ids: list[int]
+    # Per token, its character range in the response, None for context, special tokens (and padding).
+    offsets: list[tuple[int, int] | None] | None = None
 
 
 class PairTokenizer:
@@ -204,7 +289,7 @@ class PairTokenizer:
     fits beside a minimum of context; the context is cut from its start, since the end of a post or
     conversation is what the response answers."""
 
-    def __init__(self, tokenizer: Any, max_length: int):
+    def __init__(self, tokenizer: Any, max_length: int, mode: str = "pair"):
         from tokenizers import Tokenizer
 
         backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -218,11 +303,23 @@ class PairTokenizer:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.uses_type_ids = "token_type_ids" in tokenizer.model_input_names
         self._budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+        self._single_budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
         self._min_context = max(1, max_length // 8)
+        if mode not in ("pair", "response"):
+            raise ValueError(f"mode must be 'pair' or 'response', got {mode!r}")
+        self.mode = mode
 
     def encode(self, contexts: Sequence[str], responses: Sequence[str]) -> list[_Encoded]:
-        context_encodings = self._backend.encode_batch(list(contexts), add_special_tokens=False)
         response_encodings = self._backend.encode_batch(list(responses), add_special_tokens=False)
+        if self.mode == "response":
+            encoded = []
+            for response in response_encodings:
+                if len(response.ids) > self._single_budget:
+                    response.truncate(self._single_budget)
+                single = self._backend.post_process(response, None, add_special_tokens=True)
+                encoded.append(_Encoded(list(single.ids), list(single.type_ids), _response_offsets(single, 0)))
+            return encoded
+        context_encodings = self._backend.encode_batch(list(contexts), add_special_tokens=False)
         encoded = []
         for context, response in zip(context_encodings, response_encodings, strict=True):
             response_keep = min(len(response.ids), self._budget - min(len(context.ids), self._min_context))
@@ -232,8 +329,17 @@ class PairTokenizer:
             if len(context.ids) > context_keep:
                 context.truncate(context_keep, direction="left")
             pair = self._backend.post_process(context, response, add_special_tokens=True)
-            encoded.append(_Encoded(list(pair.ids), list(pair.type_ids)))
+            encoded.append(_Encoded(list(pair.ids), list(pair.type_ids), _response_offsets(pair, 1)))
         return encoded
+
+    def response_mask(self, batch: Sequence[_Encoded], width: int) -> np.ndarray:
+        """(B, width) float32, 1 on response tokens."""
+        mask = np.zeros((len(batch), width), dtype=np.float32)
+        for row, item in enumerate(batch):
+            for column, offset in enumerate(item.offsets or []):
+                if offset is not None:
+                    mask[row, column] = 1.0
+        return mask
 
     def collate_numpy(self, batch: Sequence[_Encoded]) -> dict[str, np.ndarray]:
         """Right-padded int64 arrays: input_ids, attention_mask and (if the model reads them) token_type_ids."""
@@ -256,6 +362,16 @@ class PairTokenizer:
         return {name: torch.from_numpy(array) for name, array in self.collate_numpy(batch).items()}
 
 
+def _response_offsets(encoding: Any, sequence: int) -> list[tuple[int, int] | None]:
+    """Per token of a post-processed encoding: its (start, end) in the response if it belongs to
+    sequence `sequence` (and is not an empty special), else None."""
+    result: list[tuple[int, int] | None] = []
+    for sequence_id, offset, special in zip(encoding.sequence_ids, encoding.offsets, encoding.special_tokens_mask,
+                                            strict=True):
+        result.append(tuple(offset) if sequence_id == sequence and not special else None)  # type: ignore[arg-type]
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # Predictions, metrics.
 
@@ -268,6 +384,9 @@ class EncoderPrediction(BaseModel):
     levels: dict[str, int]
     expected: dict[str, float]
     probabilities: dict[str, list[float]] | None = None
+    spans: dict[str, list[str]] | None = Field(None, description="per dimension, the response spans the span "
+                                                                 "head found behind the level (judges trained "
+                                                                 "with span_weight > 0)")
 
 
 def agreement_metrics(human: Sequence[float], predicted: Sequence[float], levels: Sequence[int]) -> dict[str, Any]:
@@ -330,7 +449,9 @@ def decode_outputs(outputs: torch.Tensor, head: str, span: int) -> tuple[torch.T
 
 
 def _scoring_module(model: nn.Module, head: str, span: int) -> nn.Module:
-    """The model with decoding inside, so the ONNX graph returns what predict_detailed reads."""
+    """The model with decoding inside, so the ONNX graph returns what predict_detailed reads (and, with a
+    span head, per-token span probabilities (B, T, D) last)."""
+    import torch
     from torch import nn
 
     class Scoring(nn.Module):
@@ -339,7 +460,9 @@ def _scoring_module(model: nn.Module, head: str, span: int) -> nn.Module:
             self.model = model
 
         def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return tuple(output for output in decode_outputs(self.model(*inputs), head, span) if output is not None)
+            outputs, span_logits = self.model.forward_all(*inputs)
+            decoded = tuple(output for output in decode_outputs(outputs, head, span) if output is not None)
+            return decoded + ((torch.sigmoid(span_logits),) if span_logits is not None else ())
 
     return Scoring()
 
@@ -355,7 +478,7 @@ class EncoderJudge:
         self.model = model.eval() if model is not None else None
         self.onnx = onnx
         self.tokenizer = tokenizer
-        self.pair_tokenizer = PairTokenizer(tokenizer, spec["max_length"])
+        self.pair_tokenizer = PairTokenizer(tokenizer, spec["max_length"], spec.get("input_mode", "pair"))
         self._rubric = rubric
         self.spec = spec
         self._config_hash = sha256_json({key: spec[key] for key in ("rubric", "head", "max_length", "config")})[:16]
@@ -382,6 +505,11 @@ class EncoderJudge:
         return self.spec["head"]
 
     @property
+    def has_spans(self) -> bool:
+        """Whether the judge has a rationale-span head (and so quotes spans in its rationales)."""
+        return bool(self.spec.get("span_head"))
+
+    @property
     def training(self) -> dict[str, Any]:
         return self.spec.get("training", {})
 
@@ -400,27 +528,41 @@ class EncoderJudge:
         with tqdm(total=len(items), desc=f"scoring ({self.name})", disable=not progress, dynamic_ncols=True) as bar:
             for start in range(0, len(order), batch_size):
                 batch = order[start:start + batch_size]
-                levels, expected, probabilities = self._score_batch([encoded[index] for index in batch])
+                levels, expected, probabilities, span_probs = self._score_batch([encoded[index] for index in batch])
                 for row, index in enumerate(batch):
+                    row_levels = {key: int(levels[row, d]) + scale.min for d, key in enumerate(keys)}
+                    spans = None
+                    if span_probs is not None:
+                        offsets = encoded[index].offsets or []
+                        spans = {key: extract_spans(items[index].response, offsets, span_probs[row, :len(offsets), d],
+                                                    fallback=row_levels[key] > scale.min)
+                                 if row_levels[key] > scale.min else [] for d, key in enumerate(keys)}
                     results[index] = EncoderPrediction(
-                        id=items[index].id, system=items[index].system,
-                        levels={key: int(levels[row, d]) + scale.min for d, key in enumerate(keys)},
+                        id=items[index].id, system=items[index].system, levels=row_levels,
                         expected={key: float(expected[row, d]) + scale.min for d, key in enumerate(keys)},
                         probabilities=None if probabilities is None else
-                        {key: [float(p) for p in probabilities[row, d]] for d, key in enumerate(keys)})
+                        {key: [float(p) for p in probabilities[row, d]] for d, key in enumerate(keys)},
+                        spans=spans)
                 bar.update(len(batch))
         return [result for result in results if result is not None]
 
-    def _score_batch(self, batch: Sequence[_Encoded]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _score_batch(self, batch: Sequence[_Encoded]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                                               np.ndarray | None]:
+        """(levels, expected, class probabilities or None, span probabilities (B, T, D) or None)."""
+        spans = self.has_spans
         if self.onnx is not None:
             outputs = self.onnx.run(self.pair_tokenizer.collate_numpy(batch))
-            return outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None
+            span_probs = outputs.pop() if spans else None
+            return outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None, span_probs
         import torch
 
         self.model.eval()
         with torch.inference_mode():
-            decoded = decode_outputs(self.model(**self.pair_tokenizer.collate(batch)), self.head, self._span)
-        return tuple(None if output is None else output.numpy() for output in decoded)  # type: ignore[return-value]
+            outputs, span_logits = self.model.forward_all(**self.pair_tokenizer.collate(batch))
+            decoded = decode_outputs(outputs, self.head, self._span)
+        levels, expected, probabilities = (None if output is None else output.numpy() for output in decoded)
+        span_probs = torch.sigmoid(span_logits).numpy() if span_logits is not None else None
+        return levels, expected, probabilities, span_probs  # type: ignore[return-value]
 
     @property
     def _span(self) -> int:
@@ -430,9 +572,15 @@ class EncoderJudge:
         return [self._judgment(prediction) for prediction in self.predict_detailed(items, batch_size, progress)]
 
     def _judgment(self, prediction: EncoderPrediction) -> Judgment:
+        rationales = None
+        if prediction.spans is not None:
+            names = {dimension.key: dimension.name for dimension in self._rubric.dimensions}
+            rationales = {key: rationale_text(names[key], prediction.levels[key], self._rubric.scale.min,
+                                              prediction.spans.get(key, [])) for key in prediction.levels}
         return Judgment(id=prediction.id, system=prediction.system,
                         scores={key: float(value) for key, value in prediction.levels.items()},
-                        rationales=None, judge=self.name, rubric=self._rubric.name, config_hash=self._config_hash)
+                        rationales=rationales, judge=self.name, rubric=self._rubric.name,
+                        config_hash=self._config_hash)
 
     async def score(self, item: ResponseItem) -> Judgment:
         """Judge one response. Calls that arrive together (e.g. from score_items with concurrency N)
@@ -472,8 +620,11 @@ class EncoderJudge:
         self.spec.pop("onnx", None)
         self.model.backbone.save_pretrained(path / BACKBONE_DIR)
         self.tokenizer.save_pretrained(path / BACKBONE_DIR)
-        save_file({name: tensor.detach().contiguous() for name, tensor in self.model.heads.state_dict().items()},
-                  str(path / HEADS_FILE))
+        heads = {name: tensor.detach().contiguous() for name, tensor in self.model.heads.state_dict().items()}
+        if self.model.span_head is not None:
+            heads.update({SPAN_PREFIX + name: tensor.detach().contiguous()
+                          for name, tensor in self.model.span_head.state_dict().items()})
+        save_file(heads, str(path / HEADS_FILE))
         digest = hashlib.sha256()
         for weights in [path / HEADS_FILE, *sorted((path / BACKBONE_DIR).glob("*.safetensors"))]:
             digest.update(weights.read_bytes())
@@ -490,6 +641,8 @@ class EncoderJudge:
         if not (path / SPEC_FILE).is_file():
             raise InputError(f"{path}: save the judge there before exporting it")
         outputs = ["levels", "expected", "probabilities"] if self.head == "ordinal" else ["levels", "expected"]
+        if self.has_spans:
+            outputs.append("span_probabilities")
         self.spec["onnx"] = export_pair_model(_scoring_module(self.model, self.head, self._span), self.pair_tokenizer,
                                               path, outputs, quantize)
         write_json(path / SPEC_FILE, self.spec)
@@ -521,8 +674,13 @@ class EncoderJudge:
         if threads:
             torch.set_num_threads(threads)
         backbone = AutoModel.from_pretrained(path / BACKBONE_DIR)
-        model = _build_model(backbone, len(rubric.keys), len(rubric.scale.levels), spec["head"], spec["dropout"])
-        model.heads.load_state_dict(load_file(str(path / HEADS_FILE)))
+        model = _build_model(backbone, len(rubric.keys), len(rubric.scale.levels), spec["head"], spec["dropout"],
+                             spans=bool(spec.get("span_head")))
+        weights = load_file(str(path / HEADS_FILE))
+        model.heads.load_state_dict({name: tensor for name, tensor in weights.items() if not name.startswith(SPAN_PREFIX)})
+        if model.span_head is not None:
+            model.span_head.load_state_dict({name[len(SPAN_PREFIX):]: tensor for name, tensor in weights.items()
+                                             if name.startswith(SPAN_PREFIX)})
         return cls(model, tokenizer, rubric, spec)
 
 
@@ -586,6 +744,64 @@ def _targets(items: Sequence[ResponseItem], rubric: Rubric) -> np.ndarray:
             if item.human_scores and key in item.human_scores:
                 table[row, column] = item.human_scores[key] - rubric.scale.min
     return table
+
+
+def _span_targets(items: Sequence[ResponseItem], encoded: Sequence[_Encoded],
+                  rubric: Rubric) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per item a (tokens, D) float32 array of rationale labels, and (N, D) bool: rationales known.
+
+    An item's rationales are `meta["rationales"][dimension]`: a list of response spans (empty: none,
+    which is a label too); a dimension missing from it is unknown and masked."""
+    labels, known = [], np.zeros((len(items), len(rubric.keys)), dtype=bool)
+    for row, (item, encoding) in enumerate(zip(items, encoded, strict=True)):
+        offsets = encoding.offsets or [None] * len(encoding.ids)
+        table = np.zeros((len(encoding.ids), len(rubric.keys)), dtype=np.float32)
+        rationales = (item.meta or {}).get("rationales") or {}
+        for column, key in enumerate(rubric.keys):
+            spans = rationales.get(key)
+            if spans is None:
+                continue
+            if isinstance(spans, str):
+                spans = [part for part in spans.split("|") if part.strip()]
+            known[row, column] = True
+            table[:, column] = token_labels(offsets, span_char_ranges(item.response, spans))
+        labels.append(table)
+    return labels, known
+
+
+def _pad_rows(table: np.ndarray, width: int) -> np.ndarray:
+    padded = np.zeros((width, table.shape[1]), dtype=np.float32)
+    padded[:len(table)] = table
+    return padded
+
+
+def _freeze_and_cache(model: nn.Module, pair_tokenizer: PairTokenizer, encoded: Sequence[_Encoded],
+                      config: EncoderJudgeConfig, say: Callable[[str], None]) -> list[np.ndarray]:
+    """Freeze the embeddings and the first config.freeze_layers layers; return each training example's
+    token states after them (float32, unpadded), computed once in eval mode."""
+    import torch
+
+    stack = model.backbone.encoder.layer
+    if config.freeze_layers >= len(stack):
+        raise InputError(f"freeze_layers {config.freeze_layers}: the backbone has only {len(stack)} layers; "
+                         "at least one must train")
+    for parameter in model.backbone.embeddings.parameters():
+        parameter.requires_grad_(False)
+    for layer in stack[:config.freeze_layers]:
+        for parameter in layer.parameters():
+            parameter.requires_grad_(False)
+    say(f"caching the states after {config.freeze_layers} frozen layers for {len(encoded)} examples")
+    states: list[np.ndarray | None] = [None] * len(encoded)
+    order = sorted(range(len(encoded)), key=lambda index: len(encoded[index].ids))
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), config.eval_batch_size):
+            batch = order[start:start + config.eval_batch_size]
+            inputs = pair_tokenizer.collate([encoded[index] for index in batch])
+            hidden = model.backbone(**inputs, output_hidden_states=True).hidden_states[config.freeze_layers]
+            for row, index in enumerate(batch):
+                states[index] = hidden[row, :len(encoded[index].ids)].numpy().copy()
+    return states  # type: ignore[return-value]
 
 
 def class_weights(targets: np.ndarray, n_levels: int, scheme: str) -> np.ndarray:
@@ -673,14 +889,22 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
     say = log or (lambda message: None)
 
     backbone, tokenizer, backbone_name, backbone_source = load_backbone(config.backbone)
+    truncate_layers(backbone, config.layers)
     n_levels = len(rubric.scale.levels)
-    model = _build_model(backbone, len(rubric.keys), n_levels, config.head, config.dropout)
+    with_spans = config.span_weight > 0
+    model = _build_model(backbone, len(rubric.keys), n_levels, config.head, config.dropout, spans=with_spans)
     spec: dict[str, Any] = {"format": FORMAT_VERSION, "rubric": rubric.model_dump(mode="json"), "head": config.head,
                             "max_length": config.max_length, "dropout": config.dropout,
-                            "backbone_name": backbone_name, "backbone_source": backbone_source,
-                            "config": config.model_dump(mode="json")}
+                            "input_mode": config.input_mode, "span_head": with_spans,
+                            "backbone_name": backbone_name + (f"-{config.layers}layers" if config.layers else ""),
+                            "backbone_source": backbone_source, "config": config.model_dump(mode="json")}
     judge = EncoderJudge(model, tokenizer, rubric, spec)
     encoded = judge.pair_tokenizer.encode([item.context for item in train], [item.response for item in train])
+    span_labels, span_known = _span_targets(train, encoded, rubric) if with_spans else (None, None)
+    if with_spans and not span_known.any():
+        raise InputError("training data: span_weight > 0 but no item has meta.rationales for any of "
+                         f"{', '.join(rubric.keys)} (lists of response spans per dimension)")
+    frozen_states = _freeze_and_cache(model, judge.pair_tokenizer, encoded, config, say) if config.freeze_layers else None
     targets = _targets(train, rubric)
     weights_by_level = class_weights(targets, n_levels, config.class_weighting)
     example_weights = np.zeros_like(targets)
@@ -694,6 +918,8 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
     head_names = {name for name, _ in model.named_parameters() if not name.startswith("backbone.")}
     groups: dict[tuple[bool, bool], list] = {}
     for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
         # Decay weight matrices only: not biases, norms, or the ordinal thresholds.
         decays = name.endswith(".weight") and "norm" not in name.lower()
         groups.setdefault((name in head_names, decays), []).append(parameter)
@@ -709,7 +935,8 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     fingerprint = sha256_json([config.model_dump(mode="json"), [(i.id, i.human_scores) for i in train],
-                               [i.id for i in dev]])
+                               [i.id for i in dev]]
+                              + ([[(i.meta or {}).get("rationales") for i in train]] if with_spans else []))
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": 0, "score": -math.inf, "state": None}
     start_epoch, step = 1, 0
@@ -744,11 +971,24 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
                 inputs = judge.pair_tokenizer.collate([encoded[index] for index in batch])
                 batch_targets = torch.tensor(targets[batch], dtype=torch.float32)
                 batch_weights = torch.tensor(example_weights[batch], dtype=torch.float32)
-                outputs = model(**inputs)
+                if frozen_states is not None:
+                    width = inputs["input_ids"].shape[1]
+                    states = torch.from_numpy(np.stack([_pad_rows(frozen_states[index], width) for index in batch]))
+                    outputs, span_logits = model.forward_from_layer(states, inputs["attention_mask"],
+                                                                    config.freeze_layers)
+                else:
+                    outputs, span_logits = model.forward_all(**inputs)
                 if config.head == "ordinal":
-                    loss = loss_fn(outputs, torch.nan_to_num(batch_targets).long(), batch_weights)
+                    loss = loss_fn(outputs, torch.nan_to_num(batch_targets).long(), batch_weights, config.focal_gamma)
                 else:
                     loss = loss_fn(outputs, batch_targets / span, batch_weights)
+                if span_logits is not None:
+                    width = span_logits.shape[1]
+                    labels = torch.from_numpy(np.stack([_pad_rows(span_labels[index], width) for index in batch]))
+                    token_mask = torch.from_numpy(judge.pair_tokenizer.response_mask(
+                        [encoded[index] for index in batch], width))
+                    mask = token_mask.unsqueeze(-1) * torch.from_numpy(span_known[batch].astype(np.float32)).unsqueeze(1)
+                    loss = loss + config.span_weight * span_loss(span_logits, labels, mask)
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -767,12 +1007,17 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
             if score > best["score"]:
                 best = {"epoch": epoch, "score": score,
                         "state": {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}}
+            stop = config.patience is not None and epoch - best["epoch"] >= config.patience
+            if stop:
+                say(f"early stop after epoch {epoch}: no dev improvement for {config.patience} epochs")
             if checkpoint_path:
                 checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "history": history, "step": step, "epoch": epoch,
                             "best_epoch": best["epoch"], "best_score": best["score"], "best_state": best["state"]},
                            checkpoint_path)
+            if stop:
+                break
     finally:
         bar.close()
 
@@ -800,6 +1045,8 @@ __all__ = [
     "check_training_items",
     "class_weights",
     "cumulative_link_loss",
+    "span_loss",
+    "truncate_layers",
     "decode_ordinal",
     "decode_outputs",
     "evaluate_predictions",

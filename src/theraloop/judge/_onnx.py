@@ -55,7 +55,8 @@ def export_pair_model(module: nn.Module, pair_tokenizer: Any, folder: str | Path
             torch.onnx.export(module, tuple(example.values()), str(fp32), input_names=input_names,
                               output_names=list(output_names), opset_version=OPSET, dynamo=False,
                               dynamic_axes={**{name: {0: "batch", 1: "tokens"} for name in input_names},
-                                            **{name: {0: "batch"} for name in output_names}})
+                                            **{name: {0: "batch", 1: "tokens"} if name.startswith("span") else {0: "batch"}
+                                               for name in output_names}})
     finally:
         for part, implementation in zip(backbones, previous, strict=True):
             part.set_attn_implementation(implementation)
