@@ -71,7 +71,8 @@ def load_epitome_posts(rows: list[dict]) -> list[Example]:
 
 def default_corpus() -> list[Example]:
     return ([example for path in sorted(CORPUS_DIR.glob("posts_train_*.jsonl")) for example in load_written_posts(path)]
-            + load_written_responses(CORPUS_DIR / "responses_train.jsonl"))
+            + [example for path in sorted(CORPUS_DIR.glob("responses_train*.jsonl"))
+               for example in load_written_responses(path)])
 
 
 @dataclass
