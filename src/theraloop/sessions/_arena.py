@@ -99,9 +99,8 @@ def shared_sessions(system_a: SessionSystem, system_b: SessionSystem) -> list[st
 def profile_text(profile: PatientProfile) -> str:
     """What a judge (or rater) is told about the patient: who they are and why they came; not the scripted risk."""
     demo = profile.demographics
-    who = ", ".join(str(part) for part in (f"{demo.age}-year-old {demo.gender}" if demo.age else demo.gender,
-                                           demo.occupation, demo.relationship) if part)
-    lines = [f"{profile.name}, {who}." if who else f"{profile.name}.", f"Presenting problem: {profile.presenting_problem}."]
+    who = ", ".join(part for part in (f"{demo.age}-year-old {demo.gender}", demo.occupation, demo.relationship) if part)
+    lines = [f"{profile.name}, {who}.", f"Presenting problem: {profile.presenting_problem}."]
     if profile.goals:
         lines.append("Goals for the session: " + "; ".join(profile.goals) + ".")
     return "\n".join(lines)

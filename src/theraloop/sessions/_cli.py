@@ -91,7 +91,8 @@ def simulate_command(
     typer.echo(f"wrote {out}")
 
 
-sessions_app = typer.Typer(no_args_is_help=True, help="Patient profiles, session judging and the sessions report.")
+sessions_app = typer.Typer(no_args_is_help=True, help="Patient profiles, session judging and report, refining "
+                                                                "turns in context, the session arena, review items.")
 
 
 @sessions_app.command("profiles")
