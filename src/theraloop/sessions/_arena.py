@@ -100,9 +100,9 @@ def profile_text(profile: PatientProfile) -> str:
     """What a judge (or rater) is told about the patient: who they are and why they came; not the scripted risk."""
     demo = profile.demographics
     who = ", ".join(part for part in (f"{demo.age}-year-old {demo.gender}", demo.occupation, demo.relationship) if part)
-    lines = [f"{profile.name}, {who}.", f"Presenting problem: {profile.presenting_problem}."]
+    lines = [f"{profile.name}, {who}.", f"Presenting problem: {profile.presenting_problem.rstrip('. ')}."]
     if profile.goals:
-        lines.append("Goals for the session: " + "; ".join(profile.goals) + ".")
+        lines.append("Goals for the session: " + "; ".join(goal.rstrip(". ") for goal in profile.goals) + ".")
     return "\n".join(lines)
 
 
