@@ -174,9 +174,11 @@ def test_long_posts_are_scored_in_windows():
     from theraloop.safety._encoder import windows
 
     sentences = [f"Sentence number {index}." for index in range(8)]
-    parts = windows(" ".join(sentences), sentences=3)
+    parts = windows(" ".join(sentences), sentences=3, stride=1)
     assert parts[0] == " ".join(sentences)
     assert parts[1:] == [" ".join(sentences[i:i + 3]) for i in range(6)]
+    # The default: four sentences every three, the last window ending at the last sentence.
+    assert windows(" ".join(sentences))[1:] == [" ".join(sentences[i:i + 4]) for i in (0, 3, 4)]
     assert windows("Short post.") == ["Short post."]
 
 
@@ -311,6 +313,27 @@ def test_recall_threshold_is_the_highest_threshold_reaching_the_target():
     assert recall_threshold(scores, positive, 0.75) == 0.3
     assert recall_threshold(scores, positive, 1.0) == 0.2
     assert recall_threshold(scores, positive, 0.5) == 0.8
+
+
+def test_the_risk_threshold_counts_what_the_rules_already_find():
+    from theraloop.safety._fit import choose_thresholds
+    from theraloop.safety._types import HEADS
+
+    # Four high-risk posts (risk 0.4, 0.3, 0.1, 0.05) and two no-risk posts (0.2, 0.02).
+    probabilities = np.zeros((6, len(HEADS)))
+    probabilities[:, HEADS.index("risk")] = [0.4, 0.3, 0.1, 0.05, 0.2, 0.02]
+    probabilities[:, HEADS.index("severe")] = 0.9
+    tiers = np.array([3, 3, 3, 3, 0, 0])
+    kinds = np.array(["risk"] * 4 + ["hard_negative"] * 2)
+    responses, harmful = np.zeros((2, len(HEADS))), np.array([True, False])
+    alone, alone_dev = choose_thresholds(probabilities, tiers, kinds, responses, harmful)
+    # Alone the encoder must find all four (97% of 4 rounds up to 4): threshold 0.05, which flags the 0.2.
+    assert alone["risk"] == 0.05 and alone_dev["false_positive_rate_hard_negative"] == 0.5
+    rules = np.array([False, False, True, True, False, False])
+    together, together_dev = choose_thresholds(probabilities, tiers, kinds, responses, harmful, rules)
+    # The rules find the two the encoder scores lowest, so the encoder's threshold rises to 0.3.
+    assert together["risk"] == 0.3
+    assert together_dev["recall_high_flagged"] == 1.0 and together_dev["false_positive_rate_hard_negative"] == 0.0
 
 
 def test_evaluate_counts_by_hand():

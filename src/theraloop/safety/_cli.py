@@ -179,17 +179,28 @@ def train_command(
     trainable_layers: Annotated[int, typer.Option(help="top MiniLM layers to fine-tune (of 6)")] = 2,
     retrain: Annotated[bool, typer.Option(help="after choosing thresholds, retrain on all examples (else ship the "
                                                "model the development split never trained)")] = True,
+    dev_posts: Annotated[list[Path] | None, typer.Option(
+        "--dev-posts", help="labelled posts JSONL ({id, text, tier, kind}) that join the development split for "
+                            "choosing thresholds and never train; repeatable")] = None,
+    thresholds_only: Annotated[bool, typer.Option(
+        help="keep the model already in --out (same seed and development share) and choose its thresholds "
+             "again")] = False,
     threads: ThreadsOption = None,
 ) -> None:
     """Fine-tune the safety encoder on the written corpus and the labelled EPITOME posts, choose thresholds on a
     development split, retrain on everything and export to int8 ONNX (needs theraloop[train])."""
     from theraloop.data import find_dataset
-    from theraloop.safety._fit import fit_and_export
+    from theraloop.safety._fit import fit_and_export, load_dev_posts
 
-    report = fit_and_export(out, find_dataset("epitome", epitome), epochs=epochs, dev_fraction=dev_fraction,
-                            seed=seed, threads=threads,
-                            counselchat_root=find_dataset("counselchat") if counselchat else None,
-                            trainable_layers=trainable_layers, retrain=retrain)
+    extra_dev = [example for path in dev_posts or [] for example in load_dev_posts(path)]
+    try:
+        report = fit_and_export(out, find_dataset("epitome", epitome), epochs=epochs, dev_fraction=dev_fraction,
+                                seed=seed, threads=threads,
+                                counselchat_root=find_dataset("counselchat") if counselchat else None,
+                                trainable_layers=trainable_layers, retrain=retrain, extra_dev=extra_dev,
+                                thresholds_only=thresholds_only)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
     for key, value in report["dev"].items():
         typer.echo(f"  dev {key}: {value}")
     typer.echo(f"thresholds: {report['thresholds']}")

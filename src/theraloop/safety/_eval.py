@@ -19,6 +19,8 @@ class LabelledPost(BaseModel):
     tier: str
     categories: list[str] = Field(default_factory=list)
     kind: str | None = Field(None, description="e.g. risk, hard_negative, distress, neutral")
+    subkind: str | None = Field(None, description="e.g. the kind of look-alike: figurative, past_recovered, "
+                                                  "third_person, fiction_or_art, clinical_or_educational")
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
@@ -75,6 +77,11 @@ def evaluate(posts: list[LabelledPost], assessments: list[RiskAssessment]) -> di
         kinds = sorted({post.kind for post in posts if post.kind})
         if "hard_negative" in kinds:
             block["false_positive_rate_hard_negative"] = rate([post.kind == "hard_negative" for post in posts])
+            subkinds = sorted({post.subkind for post in posts if post.kind == "hard_negative" and post.subkind})
+            if subkinds:
+                block["false_positive_rate_hard_negative_by_subkind"] = {
+                    subkind: rate([post.kind == "hard_negative" and post.subkind == subkind for post in posts])
+                    for subkind in subkinds}
         result["layers"][layer] = block
     labels = [tier.label for tier in RiskTier]
     matrix = [[0] * len(labels) for _ in labels]

