@@ -238,6 +238,8 @@ def test_report_shows_session_transcripts_scores_risk_markers_and_the_session_ar
     assert DISCLOSURE in html and "Are you thinking about suicide?" in html
     assert html.count("risk high: suicidal_ideation_active") == 3 and html.count('class="badge disclosure"') == 1
     assert "asks about risk" in html and "guidance 5" in html and "probes 3" in html
+    # The guard's signals on the patient turns: which layer fired on what words.
+    assert html.count('guard: suicidal_ideation_active high (rules): &#34;killing myself&#34;') == 3
     assert "A = good vs B = plain (4 sessions, 8 verdicts)" in html and "assessment: risk high" in html
     assert html.count("<html") == 1  # fragments, not nested pages
     # A simulate folder given as a plain run folder is recognised too.

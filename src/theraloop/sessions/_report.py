@@ -23,7 +23,7 @@ td.num { text-align: right; }
 .badge { display: inline-block; border-radius: 0.3rem; padding: 0 0.4rem; margin: 0 0.2rem 0.2rem 0; font-size: 0.8rem; }
 .risk-moderate { background: #fde68a; } .risk-high { background: #fca5a5; } .risk-imminent { background: #b91c1c; color: #fff; }
 .disclosure { background: #7c3aed; color: #fff; } .drift { background: #e5e7eb; } .harm { background: #b91c1c; color: #fff; }
-.good { background: #bbf7d0; } .scores { color: #555; font-size: 0.8rem; }
+.good { background: #bbf7d0; } .scores, .signals { color: #555; font-size: 0.8rem; }
 </style>"""
 
 # The body, shared by the standalone page and the sessions section of `theraloop report`.
@@ -53,6 +53,7 @@ Presenting problem: {{ view.session.profile.presenting_problem }}</p>
 {% for row in view.rows %}<tr><td class="idx">{{ row.turn.index }}</td>
 <td>{% if row.turn.patient_risk.tier in ("moderate", "high", "imminent") %}<span class="badge risk-{{ row.turn.patient_risk.tier }}">risk {{ row.turn.patient_risk.tier }}{% if row.turn.patient_risk.categories %}: {{ row.turn.patient_risk.categories|join(", ") }}{% endif %}</span>{% endif %}
 {% if row.turn.index == view.timeline.disclosure_turn %}<span class="badge disclosure">disclosure</span>{% endif %}
+{% if row.turn.patient_risk.signals or row.turn.patient_risk.failed_layers %}<div class="signals">guard: {{ (row.turn.patient_risk.signals + row.turn.patient_risk.failed_layers|map("layer_failed")|list)|join("; ") }}</div>{% endif %}
 {% for reason in row.turn.drift %}<span class="badge drift">drift: {{ reason }}</span>{% endfor %}
 <div>{{ row.turn.patient }}</div></td>
 <td>{% for marker in row.markers %}<span class="badge good">{{ marker }}</span>{% endfor %}
@@ -111,6 +112,7 @@ def render_sessions_html(sessions: Sequence[Session], summary: dict | None = Non
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     environment.filters["num"] = _num
     environment.filters["latency"] = _latency
+    environment.filters["layer_failed"] = lambda layer: f"layer {layer} failed (fail closed)"
     return environment.from_string(_FRAGMENT if fragment else _PAGE).render(
         title=title, sessions=sessions, views=views, levels=summary["by_risk_level"], events=EVENTS,
         disclosure_tier=RiskTier.parse(disclosure_tier).label)

@@ -39,6 +39,14 @@ _CONCERN = re.compile(r"\b(?:i'?m|i am) (?:really |very |so )?(?:concerned|worri
 _SENTENCE = re.compile(r"[^.!?\n]*[.!?\n]?")
 
 
+def describe_signal(signal) -> str:
+    """One guard signal in words: category, tier, layer and the evidence it fired on."""
+    evidence = " ".join(signal.evidence.split())
+    evidence = evidence if len(evidence) <= 80 else evidence[:77] + "..."
+    return (f"{signal.category} {signal.tier.label} ({signal.layer}" + (", downgraded" if signal.downgraded else "")
+            + f'): "{evidence}"')
+
+
 def asks_about_risk(reply: str) -> bool:
     """A direct question about risk: some sentence ends in '?' and names it."""
     return any(sentence.strip().endswith("?") and _RISK.search(sentence) for sentence in _SENTENCE.findall(reply))
@@ -55,10 +63,18 @@ def acknowledges_risk(reply: str, risk: RiskAssessment) -> bool:
 
 
 class TurnRisk(BaseModel):
-    """The safety guard's reading of one patient message."""
+    """The safety guard's reading of one patient message; `signals` says which layer fired on what words."""
 
     tier: str = "none"
     categories: list[str] = []
+    signals: list[str] = []
+    failed_layers: list[str] = []
+
+    @classmethod
+    def from_assessment(cls, assessment: RiskAssessment) -> TurnRisk:
+        return cls(tier=assessment.label, categories=list(assessment.categories),
+                   signals=[describe_signal(signal) for signal in assessment.signals],
+                   failed_layers=assessment.failed_layers)
 
     @property
     def assessment(self) -> RiskAssessment:

@@ -239,7 +239,7 @@ class Simulator:
             ends = END_MARKER in raw or bool(_GOODBYE.search(raw))
             text = raw.replace(END_MARKER, "").strip() or "(says nothing)"
             assessment = self.guard.assess(text)
-            risk = TurnRisk(tier=assessment.label, categories=list(assessment.categories))
+            risk = TurnRisk.from_assessment(assessment)
             earlier = [message for turn in turns for message in (turn.patient, turn.therapist)]
             drift = drift_reasons(profile, raw.replace(END_MARKER, ""), risk, due, earlier)
             if self.config.drift_llm and (reason := await self._llm_drift(profile, text, index)):
