@@ -114,11 +114,17 @@ def test_a_harmful_revision_of_a_turn_is_vetoed(tmp_path):
 
 
 def test_cli_sessions_refine(tmp_path, monkeypatch):
-    import theraloop.llm
+    import theraloop.agent._run
     from theraloop.cli import app
 
     two_sessions(tmp_path / "run")
-    monkeypatch.setattr(theraloop.llm, "build_llm", lambda config: ScriptedChatModel(RefineScript()))
+    models = []
+
+    def build(config):
+        models.append(ScriptedChatModel(RefineScript(), model=config.model or "default"))
+        return models[-1]
+
+    monkeypatch.setattr(theraloop.agent._run, "build_llm", build)
     runner = CliRunner()
     result = runner.invoke(app, ["sessions", "refine", str(tmp_path / "run"), "--guard", "rules", "--rounds", "1"])
     assert result.exit_code != 0 and "--all-turns" in str(result.exception)
@@ -126,6 +132,15 @@ def test_cli_sessions_refine(tmp_path, monkeypatch):
                                  "--rounds", "1", "--region", "us"])
     assert result.exit_code == 0, result.output
     assert "refined 6 therapist turns of 2 sessions" in result.output
+    result = runner.invoke(app, ["sessions", "refine", str(tmp_path / "run" / "sessions.jsonl"), "--turn", "1",
+                                 "--turn", "3", "--session", json.loads((tmp_path / "run" / "sessions.jsonl")
+                                                                        .read_text().splitlines()[0])["id"],
+                                 "--guard", "rules", "--rounds", "1", "--agent-model", "roles"])
+    assert result.exit_code == 0, result.output
+    assert "refined 2 therapist turns of 1 sessions" in result.output
+    assert (tmp_path / "run" / "sessions-refined" / "trace.jsonl").is_file()
+    roles = next(model for model in models if model.model_id == "roles")
+    assert roles.requests and all(r.schema_name != "judgment" for r in roles.requests)  # the roles only
     assert (tmp_path / "run" / "refined" / "manifest.json").is_file()
 
 

@@ -236,8 +236,9 @@ def refine_command(
     rubric: Annotated[str | None, typer.Option(help="rubric of the driving judge (default: therajudge)")] = None,
     region: Annotated[str | None, typer.Option(help="help resources in escalation text (us, uk, ...)")] = None,
     guard: GuardOption = None,
-    model: Annotated[str | None, typer.Option("--model", help="judge and role model: served name or local path")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="judge (and role) model: served name or local path")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="its OpenAI-compatible endpoint")] = None,
+    agent_model: Annotated[str | None, typer.Option(help="a separate model for Critic, Coach and Therapist")] = None,
     config: ConfigOption = None,
     out: OutOption = None,
     seed: SeedOption = None,
@@ -245,11 +246,10 @@ def refine_command(
     threads: ThreadsOption = None,
 ) -> None:
     """Refine therapist turns in context: Critic, Coach and Therapist see the conversation so far."""
-    from theraloop.agent import RefineConfig, Refiner
+    from theraloop.agent import RefineConfig, build_refiner
     from theraloop.config import load_config
     from theraloop.io import InputError
-    from theraloop.judge import LLMJudge
-    from theraloop.llm import build_llm, run_sync
+    from theraloop.llm import run_sync
     from theraloop.manifest import write_manifest
     from theraloop.safety import SafetyAssessor, default_assessor
     from theraloop.sessions._refine import refine_sessions
@@ -262,7 +262,8 @@ def refine_command(
     overrides = {"max_rounds": rounds, "threshold": threshold, "seed": seed, "judge.rubric": rubric, "region": region,
                  "drive": drive.split(",") if drive else None,
                  "judge.llm.model": model, "judge.llm.base_url": base_url, "judge.llm.n_threads": threads,
-                 "judge.llm.cache": False if no_cache else None}
+                 "judge.llm.cache": False if no_cache else None,
+                 "agent_llm.model": agent_model, "agent_llm.n_threads": threads if agent_model else None}
     refine_config = load_config(RefineConfig, config, **overrides)
     path = sessions_file(run)
     sessions = read_sessions(path)
@@ -272,10 +273,8 @@ def refine_command(
             raise InputError(f"{path}: no session {unknown[0]!r}")
         sessions = [s for s in sessions if s.id in session]
     out = out or default_out(run, "refined")
-    judge_llm = build_llm(refine_config.judge.llm)
-    roles_llm = judge_llm if refine_config.agent_llm in (None, refine_config.judge.llm) else build_llm(refine_config.agent_llm)
-    refiner = Refiner(LLMJudge(judge_llm, refine_config.judge), roles_llm, refine_config,
-                      safety=SafetyAssessor(encoder=False) if guard == "rules" else default_assessor())
+    refiner = build_refiner(refine_config)  # any driving judge `theraloop refine` supports (config: engine, ...)
+    refiner.safety = SafetyAssessor(encoder=False) if guard == "rules" else default_assessor()
     results = run_sync(refine_sessions(refiner, sessions, out, None if all_turns else turn))
     write_manifest(out, "sessions refine", refine_config, inputs={"sessions": path}, seed=refine_config.seed)
     changed = sum(result.final != result.original for result in results)
@@ -291,7 +290,7 @@ def refine_command(
                    f"{result.stop_reason}")
     from theraloop.judge._cli import warn_if_embedded_judge
 
-    warn_if_embedded_judge(judge_llm)
+    warn_if_embedded_judge(getattr(refiner.judge, "llm", None))
     typer.echo(f"wrote {out}")
 
 
