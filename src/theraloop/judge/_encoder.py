@@ -775,10 +775,17 @@ def _pad_rows(table: np.ndarray, width: int) -> np.ndarray:
     return padded
 
 
+def frozen_state_key(encoding: _Encoded, config: EncoderJudgeConfig, backbone_source: str) -> str:
+    """What a cached frozen state depends on: the token ids, the backbone and the number of frozen layers."""
+    return sha256_json([backbone_source, config.freeze_layers, encoding.ids, encoding.type_ids])[:32]
+
+
 def _freeze_and_cache(model: nn.Module, pair_tokenizer: PairTokenizer, encoded: Sequence[_Encoded],
-                      config: EncoderJudgeConfig, say: Callable[[str], None]) -> list[np.ndarray]:
+                      config: EncoderJudgeConfig, say: Callable[[str], None],
+                      cache: dict[str, np.ndarray] | None = None, backbone_source: str = "") -> list[np.ndarray]:
     """Freeze the embeddings and the first config.freeze_layers layers; return each training example's
-    token states after them (float32, unpadded), computed once in eval mode."""
+    token states after them (unpadded), computed once in eval mode. `cache` (frozen_state_key -> states)
+    is read and extended, so runs on the same backbone share the work."""
     import torch
 
     stack = model.backbone.encoder.layer
@@ -790,9 +797,13 @@ def _freeze_and_cache(model: nn.Module, pair_tokenizer: PairTokenizer, encoded: 
     for layer in stack[:config.freeze_layers]:
         for parameter in layer.parameters():
             parameter.requires_grad_(False)
-    say(f"caching the states after {config.freeze_layers} frozen layers for {len(encoded)} examples")
-    states: list[np.ndarray | None] = [None] * len(encoded)
-    order = sorted(range(len(encoded)), key=lambda index: len(encoded[index].ids))
+    keys = [frozen_state_key(encoding, config, backbone_source) for encoding in encoded] if cache is not None else []
+    states: list[np.ndarray | None] = [cache.get(key) if cache is not None else None for key in keys] or \
+        [None] * len(encoded)
+    missing = [index for index, state in enumerate(states) if state is None]
+    say(f"caching the states after {config.freeze_layers} frozen layers for {len(missing)} examples "
+        f"({len(encoded) - len(missing)} cached before)")
+    order = sorted(missing, key=lambda index: len(encoded[index].ids))
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(order), config.eval_batch_size):
@@ -801,7 +812,9 @@ def _freeze_and_cache(model: nn.Module, pair_tokenizer: PairTokenizer, encoded: 
             hidden = model.backbone(**inputs, output_hidden_states=True).hidden_states[config.freeze_layers]
             for row, index in enumerate(batch):
                 states[index] = hidden[row, :len(encoded[index].ids)].numpy().copy()
-    return states  # type: ignore[return-value]
+                if cache is not None:
+                    cache[keys[index]] = states[index]
+    return [np.asarray(state, dtype=np.float32) for state in states]  # type: ignore[arg-type]
 
 
 def class_weights(targets: np.ndarray, n_levels: int, scheme: str) -> np.ndarray:
@@ -862,8 +875,12 @@ def load_backbone(backbone: str | None) -> tuple[Any, Any, str, str]:
 
 def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseItem] | None = None,
                         config: EncoderJudgeConfig | None = None, out_dir: str | Path | None = None,
-                        progress: bool = True, log: Callable[[str], None] | None = None) -> TrainingResult:
+                        progress: bool = True, log: Callable[[str], None] | None = None,
+                        state_cache: dict[str, np.ndarray] | None = None) -> TrainingResult:
     """Fine-tune the encoder and heads on human scores; keep the epoch best on dev.
+
+    With config.freeze_layers, `state_cache` (a dict, read and extended) shares the frozen layers'
+    outputs between runs on the same backbone (e.g. cross-validation folds).
 
     Selection: mean macro-F1 over dimensions (ordinal) or lowest mean MAE (regression). Without a dev
     set, `dev_fraction` of the training data (grouped by context) is held out. With `out_dir`, the
@@ -904,7 +921,8 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
     if with_spans and not span_known.any():
         raise InputError("training data: span_weight > 0 but no item has meta.rationales for any of "
                          f"{', '.join(rubric.keys)} (lists of response spans per dimension)")
-    frozen_states = _freeze_and_cache(model, judge.pair_tokenizer, encoded, config, say) if config.freeze_layers else None
+    frozen_states = _freeze_and_cache(model, judge.pair_tokenizer, encoded, config, say, state_cache,
+                                      backbone_source) if config.freeze_layers else None
     targets = _targets(train, rubric)
     weights_by_level = class_weights(targets, n_levels, config.class_weighting)
     example_weights = np.zeros_like(targets)
