@@ -63,6 +63,28 @@ def counselchat_everyday_questions(root: Path) -> list[dict]:
     return list(questions.values())
 
 
+# Peer responses from EPITOME's training split that human annotators found empathic in some way (a level
+# of 1 or more on any mechanism) and no harm rule flags: weak "safe" examples in the casual style of real
+# replies, so the harm head does not learn that anything unlike the written corpus is harmful.
+EPITOME_WEAK_SAFE_RESPONSES = 600
+
+
+def epitome_weak_safe_responses(epitome_root: Path, limit: int = EPITOME_WEAK_SAFE_RESPONSES,
+                                seed: int = 0) -> list[dict]:
+    """{id, text} of EPITOME training-split responses with some annotated empathy and no harm rule match."""
+    import random
+
+    from theraloop.data import epitome_split, load_epitome
+    from theraloop.safety._rules import harm_signals
+
+    train = epitome_split(load_epitome(epitome_root), seed=0).train
+    chosen = [{"id": item.id, "text": item.response} for item in train
+              if max((item.human_scores or {}).values(), default=0) >= 1 and len(item.response) > 20
+              and not harm_signals(item.response)]
+    random.Random(seed).shuffle(chosen)
+    return chosen[:limit]
+
+
 def recall_threshold(scores: np.ndarray, positive: np.ndarray, target: float) -> float:
     """The highest threshold whose recall (share of positives scoring at or above it) reaches `target`."""
     positives = np.sort(scores[positive.astype(bool)])
@@ -131,18 +153,22 @@ def _write_card(folder: Path, thresholds: dict, extra: dict) -> None:
     (folder / "safety.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
-def development_split(epitome_root: Path, counselchat_root: Path | None, dev_fraction: float, seed: int):
+def development_split(epitome_root: Path, counselchat_root: Path | None, dev_fraction: float, seed: int,
+                      weak_safe_responses: bool = True):
     """(all examples, train, dev, CounselChat questions used): the written corpus, EPITOME's labelled dev
-    posts and optional CounselChat everyday questions, split with `seed` (the same seed gives the same split)."""
+    posts, weak safe EPITOME responses and optional CounselChat everyday questions, split with `seed` (the same seed gives the same split)."""
     from sklearn.model_selection import train_test_split
 
-    from theraloop.safety._train import default_corpus, load_epitome_posts, post_example
+    from theraloop.safety._train import default_corpus, load_epitome_posts, post_example, response_example
 
     # EPITOME's labelled test part stays out of training: bench/crisis_detection.py reports on it.
     examples = default_corpus() + load_epitome_posts(epitome_risk_labels(epitome_root, "dev"))
     everyday = counselchat_everyday_questions(counselchat_root) if counselchat_root else []
     examples += [post_example(row["text"], RiskTier.LOW, [], f"counselchat:{row['id']}", "counselchat")
                  for row in everyday]
+    if weak_safe_responses:
+        examples += [response_example(row["text"], [], f"epitome-response:{row['id']}", "epitome_weak_safe")
+                     for row in epitome_weak_safe_responses(epitome_root, seed=seed)]
     train, dev = train_test_split(examples, test_size=dev_fraction, random_state=seed,
                                   stratify=[example.kind + ":" + example.label for example in examples])
     return examples, train, dev, everyday
@@ -187,8 +213,11 @@ def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction:
     settings = TrainSettings(epochs=epochs, seed=seed, threads=threads, trainable_layers=trainable_layers)
     if thresholds_only:
         card = json.loads((out / "safety.json").read_text(encoding="utf-8"))
-        if card.get("settings", {}).get("seed") != seed or card.get("dev_fraction") != dev_fraction:
-            raise ValueError(f"{out}: the model was trained with another seed or development share; retrain it")
+        weak = sum(example.label == "epitome_weak_safe" for example in examples)
+        if (card.get("settings", {}).get("seed") != seed or card.get("dev_fraction") != dev_fraction
+                or card.get("epitome_weak_safe_responses", 0) != weak):
+            raise ValueError(f"{out}: the model was trained on another split (seed, development share or data); "
+                             "retrain it")
         settings = TrainSettings(**card["settings"])
         retrain = card.get("n_examples") != len(train)
         trained = card.get("trained")
@@ -216,6 +245,7 @@ def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction:
         "data": {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in corpus_files},
         "n_examples": len(examples) if retrain else len(train), "dev_fraction": dev_fraction,
         "counselchat_everyday_negatives": len(everyday),
+        "epitome_weak_safe_responses": sum(example.label == "epitome_weak_safe" for example in examples),
         "extra_development_posts": sorted({example.source.split(":")[0] for example in extra_dev}),
         "dev_metrics": dev_metrics,
         "note": "thresholds chosen for the rules and encoder together on the development split of a model "

@@ -65,6 +65,11 @@ _FIGURATIVE = re.compile("|".join([
     r"\bmost painless way to (?:do it|take|get|remove|rip)\b(?=.{0,5}\?)|\b(?:plaster|bandage|wax)\b.{0,60}"
     r"\bpainless way\b",
     r"\bfastest way to go (?:from|to)\b",
+    r"\bold (?:self[- ]?harm )?scars\b|\bscars (?:are|'re|re) (?:\d+|ten|\w+)\+? years old\b",
+    r"\baffairs in order before (?:my|the|a|an) (?:\w+ ){0,2}(?:operation|surgery|replacement|procedure|op|trip|"
+    r"move|deployment|holiday|travels?)\b",
+    r"\bcount(?:ed|ing) (?:out )?(?:all )?my (?:pills|tablets|meds) (?:for the week|into (?:the|my|a) (?:dosette|pill|"
+    r"weekly|organi[sz]er|box))",
 ]))
 
 # Self-directed categories whose subject can be someone else. Not a medical emergency: an overdose in progress
@@ -84,6 +89,7 @@ _FIRST_PERSON = re.compile(r"\b(?:i|i'?m|im|i'?ve|ive|i'?d|i'?ll|me|myself|my ?s
 _STUDY_OR_FICTION = re.compile(
     r"\b(?:student|exam|essay|dissertation|thesis|lecture|module|coursework|assignment|training|trainee|"
     r"certificate|researching|research(?:ing)? for|journalis\w*|leaflet|safeguarding|first aid|nursing|"
+    r"report for|mph|msc|phd|(?:support|care|youth|key|case) worker|"
     r"pharmacology|toxicology|statistics|(?:suicide|overdose|death|self[- ]harm) (?:rates|deaths|figures)|news|"
     r"newspaper|investigations?|advocate|masters|degree|"
     r"(?:i'?m|im|i am|as) an? (?:nurse|gp|doctor|pharmacist|paramedic|teacher|social worker|counsell?or|"
@@ -110,10 +116,12 @@ _LETHALITY = re.compile(
 _REVEAL = re.compile(
     r"\b(?:(?:someone|they|she|he|the character|it|this) ?(?:=|is|was|means) me|my plan|same for me|me too|"
     r"asking (?:for|cos|coz|because|bc) (?:me|myself|i)|i'?d be found|for myself|(?:it'?s|its) about me|"
-    r"(?:truth is|honestly|tbh),? (?:i|im|i'?m|it'?s me))\b")
+    r"(?:truth is|honestly|tbh),? (?:i|im|i'?m|it'?s me)|it was(?:n'?t| not) (?:really )?(?:\w+ )?(?:cooking|an "
+    r"accident|the cat|a fall|chopping)|there'?s no (?:\w+ )?(?:trip|party|holiday|camping))\b")
 # The writer is well now.
 _RECOVERED = re.compile(
-    r"\b(?:clean|sober|recovered|in recovery|stable|well on|been well|doing (?:well|great|good|brilliantly|fine|"
+    r"\b(?:clean|sober|recovered|in recovery|survived|signed me off|stable|well on|been well|"
+    r"became a (?:grand)?(?:mother|father|mum|mom|dad|parent)|doing (?:well|great|good|brilliantly|fine|"
     r"so much better)|at peace|proud of (?:myself|me)|it (?:really )?(?:does )?gets? better|survivor|peer support|"
     r"(?:i'?m|im|i am) (?:\d+ )?(?:now )?(?:and )?(?:fine|well|happy|safe|okay|ok|good|better|doing well|in a good place)|"
     r"happily|in a (?:good|great|much better) place|years? (?:clean|sober|free|well|symptom[- ]free)|"
@@ -122,7 +130,9 @@ _RECOVERED = re.compile(
 _CURRENT = re.compile(
     r"\b(?:again|lately|tonight|these days|this week|right now|still (?:want|think|feel|have|get|hear|cut)|"
     r"keep thinking|can'?t stop thinking|urges?|tempted|craving|relapse\w*|slipping|started again|"
-    r"(?:want|wanna|going|gonna|plan(?:ning)?) to (?:die|end|kill|hurt|cut|disappear|use|drink|do it))\b")
+    r"(?:want|wanna|going|gonna|plan(?:ning)?) to (?:die|end|kill|hurt|cut|disappear|use|drink|do it)|"
+    r"same as (?:last time|before)|collecting|stockpil\w*|hoarding|(?:the |this )?(?:last|past) (?:week|few|night|"
+    r"month|couple)|recently)\b")
 _PAST_TIME = re.compile(
     r"\b(?:years? ago|months ago|a decade ago|used to|in the past|back (?:in|then)|in (?:19|20)\d\d|"
     r"from (?:19|20)\d\d|since (?:19|20)\d\d|when i was|as a (?:teen\w*|kid|child)|(?:in|from) my (?:teens|20s|twenties|"

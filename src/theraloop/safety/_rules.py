@@ -56,7 +56,7 @@ _RISK_PATTERNS: list[tuple[str, RiskTier, str]] = [
     ("preparatory_acts", RiskTier.HIGH, r"\b(?:goodbye|farewell) (?:letters?|notes?|messages?)\b|\bfinal goodbye\b"),
     ("preparatory_acts", RiskTier.HIGH, r"\bgiv(?:e|ing|en) away (?:all )?my (?:things|stuff|belongings|possessions)\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:this|tonight|today) (?:is|will be) (?:my|the) last\b|\btonight is the night\b"),
-    ("suicidal_ideation_active", RiskTier.HIGH, r"\bwon'?t be (?:here|around|alive|there) (?:much longer|for long|anymore|tomorrow)\b|\b(?:i'?m|im|i am) (?:so |just )?ready to (?:die|go)\b(?! (?:to|out|home|back))"),
+    ("suicidal_ideation_active", RiskTier.HIGH, r"\bwon'?t be (?:here|around|alive|there) (?:much longer|for long|anymore|tomorrow)\b|\b(?:i'?m|im|i am) (?:so |just )?ready to (?:die|go(?=\s*(?:[.!,]|$|now\b|forever|for good|soon|tonight)))"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:i(?:'ll| will)|i'?m going to|i'?m gonna) do it (?:soon|tonight|tomorrow|today|this week|next week)\b|\bi will do it\b|\beverything i need to do it\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\bwhat i(?:'ll| will| might) do to myself\b|\bdon'?t trust myself\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\bsuicide\b.{0,40}\b(?:tonight|soon|plan|method|pills|gun|rope)\b|\bmethods? of suicide\b"),
@@ -108,7 +108,8 @@ _RISK_PATTERNS: list[tuple[str, RiskTier, str]] = [
     ("medical_emergency", RiskTier.IMMINENT, r"\b(?:just|already) (?:overdosed|od'?d|took an overdose)\b|\b(?:overdosed|od'?d) (?:an hour|\w+ minutes|earlier (?:tonight|today)|just now|tonight)\b"),
     # Preparatory acts: means acquired or counted, affairs settled, farewells.
     ("preparatory_acts", RiskTier.HIGH, r"\b(?:sav(?:ing|ed)|stockpil\w*|hoard\w*|stash(?:ing|ed)|count(?:ing|ed)|been keeping|squirrel(?:l)?(?:ing|ed) away) (?:up )?(?:\w+ ){0,3}?(?:pills|tablets|meds|insulin|sleeping pills|painkillers|my (?:prescription|medication))\b"),
-    ("preparatory_acts", RiskTier.HIGH, r"\b(?:bought|buying|ordered|got hold of|picked up) (?:a |some |the |myself a )?(?:rope|noose|gun|pistol|rifle|shotgun|razor blades|helium|charcoal)\b(?! (?:for (?:the|a|my|our|duck|deer|hunting|climbing|camping|the bbq)|at the (?:range|club)))"),
+    ("preparatory_acts", RiskTier.HIGH, r"\b(?:bought|buying|ordered|got hold of|picked up) (?:a |some |the |myself a )?(?:rope|noose|gun|pistol|rifle|shotgun|razor blades|helium|charcoal)\b(?! (?:for (?:the |a |my |our )?(?:duck|deer|hunting|climbing|camping|bbq|tyre|tire|swing|boat|garden|"
+               r"allotment|tent|washing|dog|horse|range|club|season)|at the (?:range|club)))"),
     ("preparatory_acts", RiskTier.HIGH, r"\b(?:wrote|writing|written|left|drafted|finished) (?:\w+ ){0,3}?(?:letters|notes|a letter|a note) (?:to|for) (?:everyone|each of|my (?:family|kids|children|mum|mom|dad|parents|wife|husband|partner|friends|sister|brother|son|daughter))\b(?!.{0,40}\b(?:birthday|christmas|thank|wedding|anniversary)\b)"),
     ("preparatory_acts", RiskTier.HIGH, r"\bsett?l(?:e|ed|ing) my affairs\b|\bput(?:ting)? my affairs in order\b|\btie (?:up )?(?:all )?(?:the |my )?loose ends\b|\bmy (?:passwords|bank details|account details) (?:so|for when)\b"),
     # A will alone is ordinary life; with other signals the encoder and the other patterns carry the risk.
