@@ -115,7 +115,7 @@ def run_once(name: str, runs_dir: Path, train, dev, test, changes: dict[str, Any
              log=print) -> dict[str, Any]:
     """Train `name` unless its folder already holds predictions for this config and data; returns
     {"predictions": [...], "training": {...}}."""
-    from theraloop.io import sha256_json, write_json
+    from theraloop.io import write_json
     from theraloop.judge._encoder import EncoderJudge, EncoderJudgeConfig, train_encoder_judge
 
     config = EncoderJudgeConfig(**{**BASE, **changes, "seed": seed})
@@ -255,10 +255,6 @@ def ensemble(members: list[list[dict]]) -> list[dict]:
         result.append({"id": rows[0]["id"], "levels": levels, "expected": expected,
                        "probabilities": {key: probs.tolist() for key, probs in probabilities.items()}})
     return result
-
-
-def _summary(run: dict) -> dict:
-    return {"training": run["training"]}
 
 
 # ---------------------------------------------------------------------------------------------
