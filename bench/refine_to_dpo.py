@@ -153,6 +153,52 @@ def compare(judge, base: list[dict], trained: list[dict], human: list[dict], n_b
     return report
 
 
+def finished_stages(run: Path, encoder: Path, dpo_config: Path) -> dict:
+    """What the stages that finished left in RUN_DIR, read from their files (no model is loaded)."""
+    from theraloop.io import read_jsonl
+
+    report: dict = {"stages_finished": []}
+    trace = run / "refine" / "trace.jsonl"
+    if (run / "refine" / "metrics.json").is_file():
+        metrics = json.loads((run / "refine" / "metrics.json").read_text(encoding="utf-8"))
+        report["stages_finished"].append("refine")
+        report["refine"] = {"posts_refined": len(read_jsonl(trace)),
+                            "driving_judge": "embedded SmolLM2-135M, TheraJudge rubric (1-5), 7 dimensions",
+                            "accepted_revisions": metrics["accepted_revisions"],
+                            "driving_mean_change": metrics["driving"]["all"]["mean_change"],
+                            "seconds_per_response": metrics["wall_time_s_per_response"],
+                            "completion_tokens_per_response": metrics["completion_tokens_per_response"]}
+    if (run / "pairs" / "manifest.json").is_file():
+        manifest = json.loads((run / "pairs" / "manifest.json").read_text(encoding="utf-8"))
+        kept = read_jsonl(run / "pairs" / "pairs.jsonl", allow_empty=True)
+        excluded = read_jsonl(run / "pairs" / "excluded.jsonl", allow_empty=True)
+        measured = [r["independent_gain"] for r in kept + excluded if r.get("independent_gain") is not None]
+        report["stages_finished"].append("pairs")
+        report["pairs"] = {**manifest.get("summary", {}), "gains": [round(r["gain"], 3) for r in kept],
+                           "independent_gains": [r.get("independent_gain") for r in kept],
+                           "independent_judge_on_accepted_revisions": {
+                               "measured": len(measured), "agrees": sum(g > 0 for g in measured),
+                               "ties": sum(g == 0 for g in measured), "disagrees": sum(g < 0 for g in measured)}}
+    if (run / "dpo" / "train_log.json").is_file():
+        train_log = json.loads((run / "dpo" / "train_log.json").read_text(encoding="utf-8"))
+        report["stages_finished"].append("dpo")
+        report["dpo"] = {"config": dpo_config.read_text(encoding="utf-8") if dpo_config.is_file() else None,
+                         "examples": train_log["examples"], "steps": len(train_log["steps"]),
+                         "losses": [round(step["loss"], 4) for step in train_log["steps"]],
+                         "reward_accuracies": [step.get("rewards/accuracies") for step in train_log["steps"]],
+                         "reward_margins": [round(step.get("rewards/margins", 0.0), 3) for step in train_log["steps"]],
+                         "train_seconds": round(train_log["train_seconds"], 1)}
+    for arm in ("base", "dpo"):
+        if (run / f"responses_{arm}.jsonl").is_file():
+            report["stages_finished"].append(f"generate_{arm}")
+    if (encoder / "encoder_judge.json").is_file():
+        spec = json.loads((encoder / "encoder_judge.json").read_text(encoding="utf-8"))
+        report["independent_judge_training"] = {key: spec.get("training", {}).get(key) for key in
+                                                ("n_train", "n_dev", "epochs_run", "steps", "best_dev")}
+        report["independent_judge_training"]["max_steps"] = spec.get("config", {}).get("max_steps")
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=_default_data_root(), help="folder holding epitome/")
@@ -176,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--stop-after", choices=["refine", "pairs", "dpo"], default=None)
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write what the finished stages in RUN_DIR left, with status 'incomplete'")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("THERALOOP_THREADS", "1")
@@ -186,6 +234,18 @@ def main(argv: list[str] | None = None) -> dict:
     from theraloop.manifest import package_versions
 
     run = args.run_dir
+    if args.report_only:
+        encoder = args.encoder or run / "encoder"
+        report = {"benchmark": "refinement traces -> preference pairs -> DPO (LoRA) -> independent judge on "
+                               "held-out posts",
+                  "status": "incomplete: the evaluation stage did not run; numbers below are the finished stages'",
+                  "command": "python bench/refine_to_dpo.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                  "model": describe_default(), "independent_judge": str(encoder),
+                  **finished_stages(run, encoder, run / "dpo.yaml"), "evaluation": None,
+                  "versions": package_versions()}
+        write_json(args.out, report)
+        print(f"wrote {args.out} (stages finished: {', '.join(report['stages_finished']) or 'none'})")
+        return report
     run.mkdir(parents=True, exist_ok=True)
     log = run / "log.txt"
     seconds: dict[str, float] = {}
@@ -251,8 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
     if trained_on != sha256_file(pairs_path) or not (dpo_dir / "adapter_config.json").is_file():
         seconds["dpo"] = _run(_theraloop("train", "--method", "dpo", str(pairs_path), "--model", str(policy),
                                          "--config", str(dpo_config), "--out", str(dpo_dir)), log)
-        for stale in ("responses_base.jsonl", "responses_dpo.jsonl"):
-            (run / stale).unlink(missing_ok=True)
+        (run / "responses_dpo.jsonl").unlink(missing_ok=True)  # the base policy's replies stay valid
     train_log = json.loads((dpo_dir / "train_log.json").read_text(encoding="utf-8"))
     if args.stop_after == "dpo":
         return {}
