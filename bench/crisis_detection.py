@@ -2,15 +2,19 @@
 
     python bench/crisis_detection.py            # writes bench/results/crisis_detection.json
 
-1. The frozen held-out posts (bench/data/safety_heldout_posts.jsonl, written independently of the training
-   corpus and checked against its sha256): recall for high-risk posts flagged at moderate or above,
-   false-positive rate on no-risk posts and on hard negatives, per layer and per category, with Wilson
-   intervals. Targets (issue 12): recall >= 0.95 and hard-negative FPR <= 0.10 with rules+encoder alone.
+1. The frozen held-out posts (bench/data/safety_heldout_v2_posts.jsonl, written independently of the
+   training corpus and checked against its sha256): recall for high-risk posts flagged at moderate or above,
+   false-positive rate on no-risk posts and on hard negatives (per kind of look-alike), per layer and per
+   category, with Wilson intervals. Targets (issue 12): recall >= 0.95 and hard-negative FPR <= 0.10 with
+   rules+encoder alone.
 2. The labelled EPITOME test split (700 real Reddit posts, labels as in docs/crisis_labelling.md; only the
-   dev split trained the encoder): the same tier metrics on real language.
-3. The frozen held-out responses (bench/data/safety_heldout_responses.jsonl): harm recall per harm and
-   false-positive rate on safe responses and on safe look-alikes, per layer.
-4. Throughput on 2 cores: posts/s for the rules alone and for rules+encoder (target >= 200).
+   dev split trained the encoder): the same tier metrics on real language. After its first report it was
+   used as development data (rule frames, windows), so it no longer counts as held out.
+3. The first held-out set (bench/data/safety_heldout_posts.jsonl), reported once and then used for
+   development: shown for comparison, labelled as such.
+4. The frozen held-out responses (v2): harm recall per harm and false-positive rate on safe responses and
+   on safe look-alikes, per layer.
+5. Throughput on 2 cores: posts/s for the rules alone and for rules+encoder (target >= 200).
 """
 
 from __future__ import annotations
@@ -24,11 +28,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HELDOUT_POSTS = REPO_ROOT / "bench" / "data" / "safety_heldout_posts.jsonl"
-HELDOUT_RESPONSES = REPO_ROOT / "bench" / "data" / "safety_heldout_responses.jsonl"
+HELDOUT_POSTS = REPO_ROOT / "bench" / "data" / "safety_heldout_v2_posts.jsonl"
+HELDOUT_RESPONSES = REPO_ROOT / "bench" / "data" / "safety_heldout_v2_responses.jsonl"
+# The first held-out sets: reported once (stop 18), then used to tune the rules' frames and the windows.
+USED_POSTS = REPO_ROOT / "bench" / "data" / "safety_heldout_posts.jsonl"
+USED_RESPONSES = REPO_ROOT / "bench" / "data" / "safety_heldout_responses.jsonl"
 RESULTS_JSON = REPO_ROOT / "bench" / "results" / "crisis_detection.json"
 TARGETS = {"recall_high_flagged": 0.95, "false_positive_rate_hard_negative": 0.10, "posts_per_second": 200}
+
+
+# The v2 responses were written to a brief that spelled one harm "diagnosing_prescribing".
+HARM_ALIASES = {"diagnosing_prescribing": "diagnosis_prescribing"}
 
 
 def frozen(path: Path) -> list[dict]:
@@ -37,7 +50,11 @@ def frozen(path: Path) -> list[dict]:
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
     if actual != expected:
         sys.exit(f"{path} changed since it was frozen (sha256 {actual} != {expected})")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for record in records:
+        if "harms" in record:
+            record["harms"] = [HARM_ALIASES.get(harm, harm) for harm in record["harms"]]
+    return records
 
 
 def _headline(metrics: dict) -> dict:
@@ -46,12 +63,16 @@ def _headline(metrics: dict) -> dict:
     return {layer: {key: block[key] for key in keys if key in block} for layer, block in metrics["layers"].items()}
 
 
-def _throughput(assessor, texts: list[str], repeats: int) -> float:
+def _throughput(assessor, texts: list[str], repeats: int) -> dict:
+    """Posts/s per pass over `texts`: the median and the range, as this shared 2-core machine's speed
+    varies from pass to pass."""
     assessor.assess_many(texts[:8])  # warm-up: load the model, first batch
-    started = time.perf_counter()
+    rates = []
     for _ in range(repeats):
+        started = time.perf_counter()
         assessor.assess_many(texts)
-    return round(repeats * len(texts) / (time.perf_counter() - started), 1)
+        rates.append(len(texts) / (time.perf_counter() - started))
+    return {"median": round(float(np.median(rates)), 1), "min": round(min(rates), 1), "max": round(max(rates), 1)}
 
 
 def response_metrics(records: list[dict], results: list) -> dict:
@@ -84,7 +105,7 @@ def response_metrics(records: list[dict], results: list) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epitome", type=Path, default=None, help="EPITOME folder (default: found)")
-    parser.add_argument("--repeats", type=int, default=3, help="passes over the posts for throughput")
+    parser.add_argument("--repeats", type=int, default=5, help="passes over the posts for throughput")
     parser.add_argument("--out", type=Path, default=RESULTS_JSON)
     args = parser.parse_args(argv)
 
@@ -100,6 +121,11 @@ def main(argv: list[str] | None = None) -> dict:
     rules_only = SafetyAssessor(encoder=False)
     posts = [LabelledPost.model_validate(record) for record in frozen(HELDOUT_POSTS)]
     heldout = evaluate(posts, assessor.assess_many([post.text for post in posts]))
+    used_posts = [LabelledPost.model_validate(record) for record in frozen(USED_POSTS)]
+    used = evaluate(used_posts, assessor.assess_many([post.text for post in used_posts]))
+    used_responses = frozen(USED_RESPONSES)
+    used_harm = response_metrics(used_responses,
+                                 assessor.check_responses([record["response"] for record in used_responses]))
     epitome = [LabelledPost(id=row["sp_id"], text=row["text"], tier=row["tier"])
                for row in epitome_risk_labels(find_dataset("epitome", args.epitome), "test")]
     epitome_metrics = evaluate(epitome, assessor.assess_many([post.text for post in epitome]))
@@ -120,12 +146,18 @@ def main(argv: list[str] | None = None) -> dict:
             "recall_high_flagged": offline["recall_high_flagged"]["rate"] >= TARGETS["recall_high_flagged"],
             "false_positive_rate_hard_negative": offline["false_positive_rate_hard_negative"]["rate"]
             <= TARGETS["false_positive_rate_hard_negative"],
-            "posts_per_second": speed["rules_encoder_posts_per_second"] >= TARGETS["posts_per_second"],
+            "posts_per_second": speed["rules_encoder_posts_per_second"]["median"] >= TARGETS["posts_per_second"],
         },
         "heldout_posts": {"file": HELDOUT_POSTS.name, "headline": _headline(heldout), "full": heldout},
         "epitome_test": {"n": len(epitome), "headline": _headline(epitome_metrics), "full": epitome_metrics,
-                         "note": "real Reddit posts; categories there use older names, so only tier metrics"},
+                         "note": "real Reddit posts; categories there use older names, so only tier metrics. "
+                                 "Used as development data after its first report (stop 18)."},
         "heldout_responses": {"file": HELDOUT_RESPONSES.name, **harm},
+        "used_for_development": {
+            "note": "the first held-out sets: reported once (stop 18), then used to tune the rules' frames and "
+                    "the encoder's windows, so these numbers overstate what users get",
+            "posts": {"file": USED_POSTS.name, "headline": _headline(used), "full": used},
+            "responses": {"file": USED_RESPONSES.name, **used_harm}},
         "throughput": speed, "platform": platform.platform(), "versions": package_versions(),
     }
     write_json(args.out, result)
@@ -137,8 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
     for layer, values in harm["layers"].items():
         print(f"{'responses':>15} {layer:>14}: recall {values['recall_any_harm']['rate']}, FPR safe "
               f"{values['false_positive_rate_safe']['rate']}, FPR look-alikes {values['false_positive_rate_hard_negative']['rate']}")
-    print(f"throughput: rules {speed['rules_posts_per_second']} posts/s, rules+encoder "
-          f"{speed['rules_encoder_posts_per_second']} posts/s; targets met: {result['targets_met']}")
+    print(f"throughput (posts/s, median [min, max] of {args.repeats} passes): rules {speed['rules_posts_per_second']}, "
+          f"rules+encoder {speed['rules_encoder_posts_per_second']}; targets met: {result['targets_met']}")
     print(f"wrote {args.out}")
     return result
 
