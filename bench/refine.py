@@ -43,7 +43,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JUDGES = REPO_ROOT / "runs" / "bench-refine-judges"
-ARMS = ("original", "best_of_n", "loop")
+ARMS = ("original", "original_escalated", "best_of_n", "loop")
 
 
 def _default_data_root() -> Path:
@@ -202,7 +202,7 @@ def run(args) -> dict:
     from theraloop.llm import LLMConfig, describe_default, run_sync
     from theraloop.llm._install import installed_path
     from theraloop.manifest import package_versions
-    from theraloop.safety import check_escalation
+    from theraloop.safety import check_escalation, enforce_escalation
 
     for name in ("driving", "independent"):
         if not (args.judges / name / "encoder_judge.json").exists():
@@ -232,7 +232,7 @@ def run(args) -> dict:
         for index, item in enumerate(items):
             if item.id in records:
                 continue
-            if args.time_budget_s and time.perf_counter() - started > args.time_budget_s:
+            if args.report_only or (args.time_budget_s and time.perf_counter() - started > args.time_budget_s):
                 stopped_for_time = True
                 break
             result = run_sync(refiner.refine(item))
@@ -256,7 +256,12 @@ def run(args) -> dict:
                   f"(chose {bon['chosen']})", flush=True)
     done = [item for item in items if item.id in records]
     keys = refiner.rubric.keys
+    risks = {item.id: refiner.safety.assess(item.context) for item in done}
     texts = {"original": [records[item.id]["original"] for item in done],
+             # A control, scored only: the original with the escalation the safety guard adds in both rewriting
+             # arms, so the guard's sentence is not mistaken for what the rewrites bought.
+             "original_escalated": [enforce_escalation(records[item.id]["original"], risks[item.id],
+                                                       config.region)[0] for item in done],
              "best_of_n": [records[item.id]["best_of_n"]["final"] for item in done],
              "loop": [records[item.id]["loop"]["final"] for item in done]}
 
@@ -274,7 +279,6 @@ def run(args) -> dict:
                 "completion_tokens_per_response": round(sum(r["completion_tokens"] for r in rows) / len(rows), 1),
                 "seconds_per_response": round(sum(r["wall_time_s"] for r in rows) / len(rows), 2)}
 
-    risks = {item.id: refiner.safety.assess(item.context) for item in done}
     escalation = {arm: sum(check_escalation(text, risks[item.id]).satisfied
                            for item, text in zip(done, arm_texts, strict=True)) for arm, arm_texts in texts.items()}
     therapist_path = installed_path(args.therapist) if agent_model else None
@@ -285,7 +289,8 @@ def run(args) -> dict:
         "n_planned": len(items), "n_done": len(done),
         "stopped_for_time_budget": stopped_for_time,
         "note": (f"stopped after {len(done)} of {len(items)} posts: the time budget of {args.time_budget_s} s "
-                 "was spent" if stopped_for_time else None),
+                 "was spent (the machine's 2 cores were shared with other agents' jobs, which paused this run for "
+                 "part of the time)" if stopped_for_time else None),
         "sample": {"source": "EPITOME judge split (seed 0), test part; one original response a post",
                    "seed": args.seed, "ids": [item.id for item in done]},
         "roles": {"critic": args.critic, "coach": args.coach, "therapist": args.therapist,
@@ -350,6 +355,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--time-budget-s", type=float, default=None,
                         help="start no new post after this many seconds (the JSON says how many were done)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="refine nothing: report on the posts already done (a run stopped by its time budget)")
     parser.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "bench-refine")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "refine.json")
     args = parser.parse_args(argv)
