@@ -46,6 +46,38 @@ def readme_commands(section: str) -> list[str]:
     return commands
 
 
+def readme_sections(section: str) -> dict[str, list[str]]:
+    """The commands of a section's first bash block grouped under its `# Heading` comment lines (the
+    commands before the first heading are under "")."""
+    groups: dict[str, list[str]] = {"": []}
+    current = ""
+    for line in _bash_block(section).replace("\\\n", " ").splitlines():
+        heading = re.fullmatch(r"#\s*(\S.*?)(?:\s+\(.*\))?\s*(?::.*)?", line.strip())
+        if heading:
+            current = heading.group(1)
+            groups.setdefault(current, [])
+            continue
+        line = line.split(" # ", 1)[0].strip()
+        if line and not line.startswith("#"):
+            groups[current].append(re.sub(r"\s+", " ", line))
+    return groups
+
+
+# The Commands examples run in two lanes at once, each in README order: the stages of each lane read only
+# what earlier commands of the same lane wrote, so together they take the time of the longer lane.
+LANE_B_SECTIONS = ("Safety", "Sessions", "Align")
+
+
+def readme_lanes() -> tuple[list[str], list[str]]:
+    lane_a: list[str] = []
+    lane_b: list[str] = []
+    for heading, commands in readme_sections("Commands").items():
+        for command in commands:
+            in_b = heading in LANE_B_SECTIONS or command.startswith("theraloop models ")
+            (lane_b if in_b else lane_a).append(command)
+    return lane_a, lane_b
+
+
 def quick_start_commands() -> list[str]:
     """The theraloop commands of the quick-start line (the installs before them are the test setup)."""
     line = readme_commands("Quick start")[0]
@@ -57,6 +89,11 @@ def test_the_commands_are_parsed_from_readme():
     assert quick_start_commands() == ["theraloop judge", "theraloop refine --rounds 1"]
     assert commands[0] == "theraloop info" and any(c.startswith("theraloop review serve") for c in commands)
     assert all(command.startswith("theraloop ") for command in commands)
+    lane_a, lane_b = readme_lanes()
+    assert sorted(lane_a + lane_b) == sorted(commands)
+    assert any(c.startswith("theraloop models policy") for c in lane_b) and any(c.startswith("theraloop align")
+                                                                              for c in lane_b)
+    assert any(c.startswith("theraloop report") for c in lane_a)
 
 
 POSTS = [
@@ -149,23 +186,33 @@ def _run(command: str, work: Path, env: dict, log: list) -> subprocess.Completed
     return result
 
 
-@pytest.mark.timeout(2400)
-def test_readme_quick_start_and_every_command_run_as_written(tmp_path, shared_data):
-    work = _workspace(tmp_path, shared_data)
-    env = {**os.environ, "THERALOOP_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("THERALOOP_SHARED_DATA", None)  # README's relative ../shared/data must work on its own
-    log: list = []
-    judge, refine = (_run(command, work, env, log) for command in quick_start_commands())
-    assert "empathy" in judge.stdout and "judged 6 responses" in judge.stdout
-    assert "too small to judge" in judge.stderr  # the embedded model's scores are labelled as not meaningful
-    assert "escalation:" in refine.stdout and "refined 6 responses" in refine.stdout
-    for command in readme_commands("Commands"):
+def _run_lane(commands: list[str], work: Path, env: dict, log: list) -> None:
+    for command in commands:
         if command.startswith("theraloop review serve"):
             started = time.perf_counter()
             _serve(command, work, env)
             log.append((command, 0, round(time.perf_counter() - started, 1)))
         else:
             _run(command, work, env, log)
+
+
+@pytest.mark.timeout(2400)
+def test_readme_quick_start_and_every_command_run_as_written(tmp_path, shared_data):
+    from concurrent.futures import ThreadPoolExecutor
+
+    work = _workspace(tmp_path, shared_data)
+    env = {**os.environ, "THERALOOP_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("THERALOOP_SHARED_DATA", None)  # README's relative ../shared/data must work on its own
+    log: list = []
+    lane_a, lane_b = readme_lanes()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        other = pool.submit(_run_lane, lane_b, work, env, log)
+        judge, refine = (_run(command, work, env, log) for command in quick_start_commands())
+        assert "empathy" in judge.stdout and "judged 6 responses" in judge.stdout
+        assert "too small to judge" in judge.stderr  # the embedded model's scores are labelled as not meaningful
+        assert "escalation:" in refine.stdout and "refined 6 responses" in refine.stdout
+        _run_lane(lane_a, work, env, log)
+        other.result()
     print("\n".join(f"{seconds:>7}s  exit {status}  {command}" for command, status, seconds in log))
     assert (work / "report.html").is_file() and (work / "runs" / "align").is_dir()
     screened = [json.loads(line) for line in (work / "screened" / "screened.jsonl").read_text().splitlines()]
