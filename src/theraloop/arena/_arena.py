@@ -236,21 +236,28 @@ def plan_jobs(systems: Sequence[ArenaSystem], personas: Sequence[ArenaPersona], 
     return jobs
 
 
-async def judge_job(llm: ChatModel, job: ArenaJob, rubric: Rubric, config: ArenaConfig) -> ArenaVerdict:
-    first, second = (job.response_a, job.response_b) if job.a_first else (job.response_b, job.response_a)
+async def ask_verdict(llm: ChatModel, job, question: str, user_prompt: str, rubric: Rubric, config) -> ArenaVerdict:
+    """One judge's A / B / tie per criterion for a job shown in its order (`user_prompt`), mapped back so
+    A is always `job.system_a`. Shared by the single-response and the session arena."""
     request = ChatRequest(
         messages=[Message(role="system", content=with_data_notice(job.persona.prompt)),
-                  Message(role="user", content=verdict_prompt(rubric, job.context, first, second))],
+                  Message(role="user", content=user_prompt)],
         temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed,
         json_schema=verdict_schema(rubric.keys), schema_name="arena_verdict")
     result = await complete_structured(llm, request, max_attempts=config.max_attempts)
-    verdict = ArenaVerdict(pair=job.pair, system_a=job.system_a, system_b=job.system_b, question=job.question,
+    verdict = ArenaVerdict(pair=job.pair, system_a=job.system_a, system_b=job.system_b, question=question,
                            persona=job.persona.id, a_first=job.a_first, parse_ok=result.ok,
                            texts_hash=job.texts_hash, attempts=result.attempts, errors=result.errors)
     if result.ok:
         verdict.shown = {key: result.value[key] for key in rubric.keys}
         verdict.winners = verdict.shown if job.a_first else {k: SWAP[v] for k, v in verdict.shown.items()}
     return verdict
+
+
+async def judge_job(llm: ChatModel, job: ArenaJob, rubric: Rubric, config: ArenaConfig) -> ArenaVerdict:
+    first, second = (job.response_a, job.response_b) if job.a_first else (job.response_b, job.response_a)
+    return await ask_verdict(llm, job, job.question, verdict_prompt(rubric, job.context, first, second), rubric,
+                             config)
 
 
 def majority(votes: Sequence[Winner]) -> Winner | None:

@@ -23,12 +23,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
-from theraloop._prompting import delimit, with_data_notice
+from theraloop._prompting import delimit
 from theraloop.arena import ArenaConfig, ArenaPersona, ArenaVerdict, CriterionStats, majority, pair_name
-from theraloop.arena._arena import SWAP, criterion_stats, verdict_schema
+from theraloop.arena._arena import ask_verdict, criterion_stats
 from theraloop.io import InputError, JSONLAppender, sha256_json, write_json, write_jsonl
-from theraloop.llm import ChatModel, ChatRequest, complete_structured, map_concurrent
-from theraloop.llm import Message as ChatMessage
+from theraloop.llm import ChatModel, map_concurrent
 from theraloop.records import DEFAULT_MAX_CHARS, _cut_middle
 from theraloop.rubrics import Rubric
 from theraloop.sessions._judge import render_transcript
@@ -167,19 +166,8 @@ def plan_session_jobs(systems: Sequence[SessionSystem], personas: Sequence[Arena
 
 async def judge_session_job(llm: ChatModel, job: SessionJob, rubric: Rubric, config: SessionArenaConfig) -> ArenaVerdict:
     first, second = (job.transcript_a, job.transcript_b) if job.a_first else (job.transcript_b, job.transcript_a)
-    request = ChatRequest(
-        messages=[ChatMessage(role="system", content=with_data_notice(job.persona.prompt)),
-                  ChatMessage(role="user", content=session_verdict_prompt(rubric, job.patient, first, second))],
-        temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed,
-        json_schema=verdict_schema(rubric.keys), schema_name="arena_verdict")
-    result = await complete_structured(llm, request, max_attempts=config.max_attempts)
-    verdict = ArenaVerdict(pair=job.pair, system_a=job.system_a, system_b=job.system_b, question=job.session,
-                           persona=job.persona.id, a_first=job.a_first, parse_ok=result.ok,
-                           texts_hash=job.texts_hash, attempts=result.attempts, errors=result.errors)
-    if result.ok:
-        verdict.shown = {key: result.value[key] for key in rubric.keys}
-        verdict.winners = verdict.shown if job.a_first else {k: SWAP[v] for k, v in verdict.shown.items()}
-    return verdict
+    return await ask_verdict(llm, job, job.session, session_verdict_prompt(rubric, job.patient, first, second),
+                             rubric, config)
 
 
 class SessionPairResult(BaseModel):
