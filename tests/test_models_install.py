@@ -141,3 +141,13 @@ def test_no_import_time_side_effects(tmp_path):
             "theraloop.llm._models_cli; print('ok')" % (tmp_path / "m"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok" and not (tmp_path / "m").exists()
+
+
+def test_every_backend_that_loads_a_file_takes_an_installed_name(registry):
+    from theraloop.llm import LLMConfig, build_llm
+
+    with pytest.raises(LLMUnavailable, match="theraloop models install fake-model"):
+        build_llm(LLMConfig(model="fake-model", backend="llamacpp", cache=False))
+    # A served model's name on an endpoint is the server's business, not a local file.
+    served = build_llm(LLMConfig(model="fake-model", backend="openai", base_url="http://127.0.0.1:9/v1", cache=False))
+    assert served.model_id == "fake-model@http://127.0.0.1:9/v1"

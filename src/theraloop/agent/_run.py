@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from theraloop.agent._loop import IndependentJudgeConfig, RefineConfig, Refiner
 from theraloop.judge import Judge, LLMJudge
-from theraloop.llm import LLMConfig, build_llm
-
-
-def _resolved(config: LLMConfig) -> LLMConfig:
-    """An installed model's name (`theraloop models list`) becomes its file path."""
-    from theraloop.llm._install import resolve_model
-
-    model = resolve_model(config.model)
-    return config if model == config.model else config.model_copy(update={"model": model})
+from theraloop.llm import build_llm
 
 
 def build_refiner(config: RefineConfig) -> Refiner:
@@ -24,10 +16,10 @@ def build_refiner(config: RefineConfig) -> Refiner:
         from theraloop.judge._encoder import EncoderJudge
 
         judge = EncoderDriver(EncoderJudge.load(config.encoder_path, runtime=config.encoder_runtime))
-        roles_llm = build_llm(_resolved(config.agent_llm or config.judge.llm))
+        roles_llm = build_llm(config.agent_llm or config.judge.llm)
         return Refiner(judge, roles_llm, config, second_judge=second)
-    judge_llm = build_llm(_resolved(config.judge.llm))
-    roles_llm = judge_llm if config.agent_llm in (None, config.judge.llm) else build_llm(_resolved(config.agent_llm))
+    judge_llm = build_llm(config.judge.llm)
+    roles_llm = judge_llm if config.agent_llm in (None, config.judge.llm) else build_llm(config.agent_llm)
     return Refiner(LLMJudge(judge_llm, config.judge), roles_llm, config, second_judge=second)
 
 
@@ -36,4 +28,4 @@ def build_independent_judge(config: IndependentJudgeConfig) -> Judge:
         from theraloop.judge._encoder import EncoderJudge
 
         return EncoderJudge.load(config.encoder_path)
-    return LLMJudge(build_llm(_resolved(config.judge.llm)), config.judge)
+    return LLMJudge(build_llm(config.judge.llm), config.judge)

@@ -78,7 +78,10 @@ def _build_uncached(config: LLMConfig) -> ChatModel:
                                concurrency=config.concurrency, max_retries=config.max_retries,
                                timeout_s=config.timeout_s, schema_mode=config.schema_mode,
                                extra_body=config.extra_body)
-    local_path = model or embedded_gguf_path()
+    from theraloop.llm._install import resolve_model
+
+    # An installed model's name (`theraloop models list`) stands for its file.
+    local_path = resolve_model(model) or embedded_gguf_path()
     if local_path is None:
         raise LLMUnavailable(NO_BACKEND_HELP)
     if backend == "llamacpp":
