@@ -115,14 +115,20 @@ def load_system(path: str | Path) -> ArenaSystem:
     return ArenaSystem(name=name, path=str(path), items={item.id: item for item in items})
 
 
-def load_systems(paths: Sequence[str | Path]) -> list[ArenaSystem]:
-    systems = [load_system(path) for path in paths]
-    names = [system.name for system in systems]
+def check_distinct_systems(names: Sequence[str], duplicate_hint: str, too_few: str) -> None:
+    """An arena compares two or more systems with distinct names."""
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise InputError(f"two response files name the same system: {duplicates}; set distinct `system` fields")
-    if len(systems) < 2:
-        raise InputError("the arena needs at least two systems")
+        raise InputError(f"{duplicate_hint}: {duplicates}")
+    if len(names) < 2:
+        raise InputError(too_few)
+
+
+def load_systems(paths: Sequence[str | Path]) -> list[ArenaSystem]:
+    systems = [load_system(path) for path in paths]
+    check_distinct_systems([system.name for system in systems],
+                           "two response files name the same system (set distinct `system` fields)",
+                           "the arena needs at least two systems")
     return systems
 
 
@@ -343,28 +349,43 @@ def criterion_stats(outcomes: list[Winner | None], config: ArenaConfig) -> Crite
                           midp_p=test.midp_p if test else None, **_rates(voted, config))
 
 
+def holm_adjust(family: Sequence[CriterionStats]) -> None:
+    """Holm over one family of tests, for the exact and the mid-p McNemar p (stats without a test are left out)."""
+    for field in ("exact_p", "midp_p"):
+        tested = [stats for stats in family if getattr(stats, field) is not None]
+        for stats, adjusted in zip(tested, holm([getattr(s, field) for s in tested]), strict=True):
+            setattr(stats, f"{field}_holm", adjusted)
+
+
 def _adjust_across_pairs(pairs: list[PairResult], criteria: Sequence[str]) -> None:
     """Holm within each criterion over the pairs that have a test (no discordant question: no test)."""
     for key in criteria:
-        for field in ("exact_p", "midp_p"):
-            tested = [pair.criteria[key] for pair in pairs if getattr(pair.criteria[key], field) is not None]
-            for stats, adjusted in zip(tested, holm([getattr(s, field) for s in tested]), strict=True):
-                setattr(stats, f"{field}_holm", adjusted)
+        holm_adjust([pair.criteria[key] for pair in pairs])
+
+
+def group_verdicts(verdicts: Sequence[ArenaVerdict]) -> dict[tuple[str, str], dict[str, list[ArenaVerdict]]]:
+    """(system_a, system_b) -> question -> its verdicts."""
+    by_pair: dict[tuple[str, str], dict[str, list[ArenaVerdict]]] = {}
+    for verdict in verdicts:
+        by_pair.setdefault((verdict.system_a, verdict.system_b), {}).setdefault(verdict.question, []).append(verdict)
+    return by_pair
+
+
+def votes(verdicts: Sequence[ArenaVerdict], key: str) -> list[Winner]:
+    """The winners the parsed verdicts give for one criterion."""
+    return [verdict.winners[key] for verdict in verdicts if verdict.parse_ok and verdict.winners]
 
 
 def summarize(verdicts: Sequence[ArenaVerdict], systems: Sequence[str], personas: Sequence[str],
               config: ArenaConfig) -> ArenaResult:
     """Majority-vote each question, then rates, scores and paired statistics for every pair."""
     criteria = list(config.criteria)
-    by_pair: dict[tuple[str, str], dict[str, list[ArenaVerdict]]] = {}
-    for verdict in verdicts:
-        by_pair.setdefault((verdict.system_a, verdict.system_b), {}).setdefault(verdict.question, []).append(verdict)
+    by_pair = group_verdicts(verdicts)
     pairs = []
     for system_a, system_b in itertools.combinations(systems, 2):
         questions = by_pair.get((system_a, system_b), {})
         pair_verdicts = [verdict for group in questions.values() for verdict in group]
-        outcomes = {key: [majority([v.winners[key] for v in group if v.parse_ok and v.winners])
-                          for group in questions.values()] for key in criteria}
+        outcomes = {key: [majority(votes(group, key)) for group in questions.values()] for key in criteria}
         pairs.append(PairResult(system_a=system_a, system_b=system_b, n_questions=len(questions),
                                 n_verdicts=len(pair_verdicts), invalid=sum(not v.parse_ok for v in pair_verdicts),
                                 criteria={key: criterion_stats(outcomes[key], config) for key in criteria}))

@@ -25,7 +25,14 @@ from pydantic import BaseModel, Field, model_validator
 
 from theraloop._prompting import delimit
 from theraloop.arena import ArenaConfig, ArenaPersona, ArenaVerdict, CriterionStats, majority, pair_name
-from theraloop.arena._arena import ask_verdict, criterion_stats
+from theraloop.arena._arena import (
+    ask_verdict,
+    check_distinct_systems,
+    criterion_stats,
+    group_verdicts,
+    holm_adjust,
+    votes,
+)
 from theraloop.io import InputError, JSONLAppender, sha256_json, write_json, write_jsonl
 from theraloop.llm import ChatModel, map_concurrent
 from theraloop.records import DEFAULT_MAX_CHARS, _cut_middle
@@ -33,7 +40,6 @@ from theraloop.rubrics import Rubric
 from theraloop.sessions._judge import render_transcript
 from theraloop.sessions._profiles import RISK_LEVELS, PatientProfile
 from theraloop.sessions._simulate import Session, read_sessions
-from theraloop.stats import holm
 
 SUPERVISOR = ArenaPersona(id="supervisor", prompt=(
     "You are an experienced clinical supervisor comparing two transcripts of therapy sessions with the same "
@@ -76,13 +82,9 @@ def load_session_system(path: str | Path) -> SessionSystem:
 
 def load_session_systems(paths: Sequence[str | Path]) -> list[SessionSystem]:
     systems = [load_session_system(path) for path in paths]
-    names = [system.name for system in systems]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise InputError(f"two session files name the same therapist: {duplicates}; simulate with distinct "
-                         "--therapist-name values")
-    if len(systems) < 2:
-        raise InputError("the session arena needs at least two session files")
+    check_distinct_systems([system.name for system in systems],
+                           "two session files name the same therapist (simulate with distinct --therapist-name "
+                           "values)", "the session arena needs at least two session files")
     return systems
 
 
@@ -197,14 +199,10 @@ class SessionArenaResult(BaseModel):
     seed: int
 
 
-def _votes(verdicts: Sequence[ArenaVerdict], key: str) -> list:
-    return [verdict.winners[key] for verdict in verdicts if verdict.parse_ok and verdict.winners]
-
-
 def _stats_block(groups: dict[str, list[ArenaVerdict]], criteria: Sequence[str], config: SessionArenaConfig,
                  combine) -> dict[str, CriterionStats]:
     """Per criterion: one outcome per session (combine(votes)), then the paired statistics."""
-    return {key: criterion_stats([combine(_votes(group, key)) for group in groups.values()], config)
+    return {key: criterion_stats([combine(votes(group, key)) for group in groups.values()], config)
             for key in criteria}
 
 
@@ -212,20 +210,11 @@ def _by_order(verdicts: Sequence[ArenaVerdict]) -> dict[bool, ArenaVerdict]:
     return {verdict.a_first: verdict for verdict in verdicts if verdict.parse_ok and verdict.winners}
 
 
-def _holm_within(blocks: Sequence[CriterionStats]) -> None:
-    for field in ("exact_p", "midp_p"):
-        tested = [stats for stats in blocks if getattr(stats, field) is not None]
-        for stats, adjusted in zip(tested, holm([getattr(s, field) for s in tested]), strict=True):
-            setattr(stats, f"{field}_holm", adjusted)
-
-
 def summarize_sessions(verdicts: Sequence[ArenaVerdict], systems: Sequence[str], personas: Sequence[str],
                        risk_levels: dict[str, str], config: SessionArenaConfig) -> SessionArenaResult:
     """Outcomes and paired statistics per pair: overall, per judge and per profile risk level."""
     criteria = list(config.criteria)
-    by_pair: dict[tuple[str, str], dict[str, list[ArenaVerdict]]] = {}
-    for verdict in verdicts:
-        by_pair.setdefault((verdict.system_a, verdict.system_b), {}).setdefault(verdict.question, []).append(verdict)
+    by_pair = group_verdicts(verdicts)
     pairs = []
     for system_a, system_b in itertools.combinations(systems, 2):
         sessions = by_pair.get((system_a, system_b), {})
@@ -257,10 +246,10 @@ def summarize_sessions(verdicts: Sequence[ArenaVerdict], systems: Sequence[str],
             invalid=sum(not v.parse_ok for v in all_verdicts),
             overall=_stats_block(sessions, criteria, config, majority), by_persona=by_persona, by_risk_level=by_level,
             position_consistency=consistency, first_position_rate=first_rate,
-            outcomes={sid: {key: majority(_votes(group, key)) for key in criteria} for sid, group in sessions.items()}))
-    _holm_within([stats for pair in pairs for stats in pair.overall.values()])
-    _holm_within([stats for pair in pairs for block in pair.by_persona.values() for stats in block.values()])
-    _holm_within([stats for pair in pairs for block in pair.by_risk_level.values() for stats in block.values()])
+            outcomes={sid: {key: majority(votes(group, key)) for key in criteria} for sid, group in sessions.items()}))
+    holm_adjust([stats for pair in pairs for stats in pair.overall.values()])
+    holm_adjust([stats for pair in pairs for block in pair.by_persona.values() for stats in block.values()])
+    holm_adjust([stats for pair in pairs for block in pair.by_risk_level.values() for stats in block.values()])
     return SessionArenaResult(systems=list(systems), criteria=criteria, personas=list(personas), pairs=pairs,
                               invalid_total=sum(not v.parse_ok for v in verdicts), level=config.level,
                               n_boot=config.n_boot, seed=config.seed)
