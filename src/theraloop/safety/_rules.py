@@ -179,16 +179,19 @@ def risk_signals(text: str) -> list[RiskSignal]:
     signals: list[RiskSignal] = []
     normalised = normalise(text)
     sentences = [sentence for sentence in _SENTENCE.split(normalised) if sentence.strip()]
-    post_recovered = recovered(normalised)
-    post_revealed = revealed(normalised)
+    post_frames: tuple[bool, bool] | None = None  # (revealed, recovered): read once, at the first match
     for index, sentence in enumerate(sentences):
+        matches = [(category, tier, match) for category, tier, pattern in _COMPILED
+                   if (match := pattern.search(sentence))]
+        if not matches:
+            continue  # most sentences: the cues and frames below are read only where a pattern matched
+        if post_frames is None:
+            post_frames = (revealed(normalised), recovered(normalised))
+        post_revealed, post_recovered = post_frames
         past = [] if _PRESENT.search(sentence) else [cue.span() for cue in _PAST.finditer(sentence)]
         denials = [denial.span() for denial in _DENIAL.finditer(sentence)]
         figurative = figurative_spans(sentence)
-        for category, tier, pattern in _COMPILED:
-            match = pattern.search(sentence)
-            if match is None:
-                continue
+        for category, tier, match in matches:
             span = match.span()
             if category in _DENIABLE and any(start < span[1] and span[0] < end for start, end in denials):
                 continue
