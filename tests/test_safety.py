@@ -364,3 +364,17 @@ def test_evaluate_counts_by_hand():
 
     expected = confusion_matrix([3, 3, 0, 0], [3, 0, 2, 0], labels=[0, 1, 2, 3, 4]).tolist()
     assert metrics["confusion"]["rows_truth_columns_predicted"] == expected
+
+
+def test_development_posts_are_validated_line_by_line(tmp_path):
+    from theraloop.io import InputError
+    from theraloop.safety._fit import load_dev_posts
+
+    path = tmp_path / "dev.jsonl"
+    path.write_text('{"id": "a", "text": "hi", "tier": "none"}\n{"id": "b", "tier": "high"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"dev.jsonl:2: field 'text'"):
+        load_dev_posts(path)
+    path.write_text('{"id": "a", "text": "i have the pills ready", "tier": "high", "kind": "risk"}\n',
+                    encoding="utf-8")
+    (example,) = load_dev_posts(path)
+    assert (example.tier, example.label, example.source) == (RiskTier.HIGH, "risk", "dev.jsonl:a")

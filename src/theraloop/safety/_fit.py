@@ -177,11 +177,13 @@ def development_split(epitome_root: Path, counselchat_root: Path | None, dev_fra
 def load_dev_posts(path: Path) -> list:
     """Labelled posts ({id, text, tier, kind}) that join the development split for choosing thresholds and
     never train (e.g. a held-out set already reported once)."""
+    from theraloop.io import read_jsonl
+    from theraloop.safety._eval import LabelledPost
     from theraloop.safety._train import post_example
 
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [post_example(row["text"], RiskTier.parse(row["tier"]), None, f"{path.name}:{row['id']}",
-                         row.get("kind") or "") for row in rows]
+    # Validated line by line: a bad line is reported with its file, line and field.
+    return [post_example(post.text, RiskTier.parse(post.tier), None, f"{path.name}:{post.id}", post.kind or "")
+            for post in read_jsonl(path, LabelledPost)]
 
 
 def thresholds_for(folder: Path, dev: list, threads: int | None = None) -> tuple[dict, dict]:
