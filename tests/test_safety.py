@@ -159,6 +159,35 @@ def test_the_combined_tier_is_the_maximum_over_layers():
     assert {report.layer: report.tier for report in quiet.layers} == {"rules": RiskTier.NONE, "encoder": RiskTier.HIGH}
 
 
+class _FlagsEverything:
+    """An encoder stand-in that reads every post as high risk."""
+
+    def risk_signals(self, texts):
+        from theraloop.safety import RiskSignal
+
+        return [([RiskSignal(category="self_harm", tier=RiskTier.HIGH, layer="encoder", evidence=text)], 0.9)
+                for text in texts]
+
+
+@pytest.mark.parametrize("text, flagged", [
+    ("I used to cut when I was a teenager. I'm 32 now, haven't in over a decade.", False),
+    ("Eight years sober now. I used to drink until I blacked out.", False),
+    # present risk beside the recovered past
+    ("I used to cut years ago and got help, but the urges are back this week.", True),
+    ("used to drink, eight years sober now. i have the pills counted out", True),
+    # "sober" as a state of mind, not a recovery
+    ("I used to think about it sober but I'm past that. Drunk, I think about dying every time.", True),
+    # a long post can tell a recovered past and a present risk in different places: the encoder stands
+    ("When I was 19 I overdosed. I got help and I'm doing well. I have a job. I have a flat. "
+     "Three of my mates are gone now. I keep thinking I'll be next.", True),
+])
+def test_the_recovered_frame_lowers_the_encoder_only_for_a_short_recovered_post(text, flagged):
+    assessment = SafetyAssessor(encoder=_FlagsEverything()).assess(text)
+    assert (assessment.tier >= RiskTier.MODERATE) == flagged, assessment
+    encoder_signals = [signal for signal in assessment.signals if signal.layer == "encoder"]
+    assert encoder_signals and all(signal.downgraded != flagged for signal in encoder_signals)
+
+
 def test_the_shipped_encoder_flags_implicit_risk_and_spares_a_figure_of_speech():
     from theraloop.safety import default_assessor
 

@@ -8,7 +8,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from theraloop.safety._rules import harm_signals, risk_signals
+from theraloop.safety._encoder import windows
+from theraloop.safety._frames import recovered, revealed
+from theraloop.safety._rules import harm_signals, normalise, risk_signals
 from theraloop.safety._triage import LLMTriage
 from theraloop.safety._types import (
     HarmAssessment,
@@ -29,6 +31,21 @@ def _combine(signals: list[RiskSignal], layers: list[LayerReport]) -> RiskAssess
     categories = sorted({signal.category for signal in signals
                          if signal.tier >= RiskTier.MODERATE and signal.category != "distress"})
     return RiskAssessment(tier=RiskTier(tier), categories=categories, signals=signals, layers=layers)
+
+
+def _framed_as_recovered(text: str, signals: list[RiskSignal]) -> list[RiskSignal]:
+    """The encoder reads a recovered past ("eight years sober now, ran my first marathon") as the risk it
+    once was; the rules' post-level recovered frame (risk placed in the past, the writer well now, nothing
+    current, not revealed as being about now) lowers its signals to LOW evidence as it does the rules'.
+    Only for posts the encoder reads in one window: a long post can tell a recovered past and a present
+    risk in different paragraphs, and there the encoder's window judgment stands."""
+    if not signals or len(windows(text)) > 1:
+        return signals
+    normalised = normalise(text)
+    if not recovered(normalised) or revealed(normalised):
+        return signals
+    return [signal.model_copy(update={"tier": min(signal.tier, RiskTier.LOW), "downgraded": True})
+            for signal in signals]
 
 
 def _layer_tier(signals: list[RiskSignal]) -> RiskTier:
@@ -76,7 +93,10 @@ class SafetyAssessor:
         if self._encoder:
             def run_encoder():
                 encoder = self._load_encoder()
-                return encoder.harm_signals(texts) if response_side else encoder.risk_signals(texts)
+                if response_side:
+                    return encoder.harm_signals(texts)
+                return [(_framed_as_recovered(text, found), score)
+                        for text, (found, score) in zip(texts, encoder.risk_signals(texts), strict=True)]
             layers.append(("encoder", run_encoder))
         for name, run in layers:
             results, failure = self._run_layer(name, run, len(texts))

@@ -120,23 +120,31 @@ _REVEAL = re.compile(
     r"accident|the cat|a fall|chopping)|there'?s no (?:\w+ )?(?:trip|party|holiday|camping))\b")
 # The writer is well now.
 _RECOVERED = re.compile(
-    r"\b(?:clean|sober|recovered|in recovery|survived|signed me off|stable|well on|been well|"
+    r"\b(?:(?:been|stayed|staying|got|now|am|i'?m|im) (?:clean|sober)|(?:clean|sober) (?:for|since|now)|recovered|"
+    r"in recovery|survived|signed me off|stable|well on|been well|"
     r"became a (?:grand)?(?:mother|father|mum|mom|dad|parent)|doing (?:well|great|good|brilliantly|fine|"
     r"so much better)|at peace|proud of (?:myself|me)|it (?:really )?(?:does )?gets? better|survivor|peer support|"
     r"(?:i'?m|im|i am) (?:\d+ )?(?:now )?(?:and )?(?:fine|well|happy|safe|okay|ok|good|better|doing well|in a good place)|"
     r"happily|in a (?:good|great|much better) place|years? (?:clean|sober|free|well|symptom[- ]free)|"
-    r"(?:haven'?t|have not|not) (?:\w+ ){0,2}(?:since|in years)|no symptoms since|celebrat\w*)\b")
+    r"(?:haven'?t|have not|not) (?:\w+ ){0,2}(?:since|in (?:over |more than )?(?:years|a decade|\w+ years))|no symptoms since|celebrat\w*|"
+    r"doing (?:really|so|very) (?:well|good)|(?:my )?life is (?:\w+ )?(?:good|great|better|full)|"
+    r"glad (?:every day |each day )?(?:i (?:didn'?t|did not|'m still here)|to be (?:alive|here))|"
+    r"(?:therapy|treatment|medication|meds|rehab|support) (?:really )?(?:helped|saved|worked)|saved my life|"
+    r"got (?:the )?help|made (?:my )?peace with|(?:finally )?(?:divorced|got out|left (?:him|her|them) in)|"
+    r"(?:we|we'?re|we are|i'?m|im|i am|both) (?:all )?safe now)\b")
 # Anything that makes the risk current.
 _CURRENT = re.compile(
     r"\b(?:again|lately|tonight|these days|this week|right now|still (?:want|think|feel|have|get|hear|cut)|"
     r"keep thinking|can'?t stop thinking|urges?|tempted|craving|relapse\w*|slipping|started again|"
     r"(?:want|wanna|going|gonna|plan(?:ning)?) to (?:die|end|kill|hurt|cut|disappear|use|drink|do it)|"
     r"same as (?:last time|before)|collecting|stockpil\w*|hoarding|(?:the |this )?(?:last|past) (?:week|few|night|"
-    r"month|couple)|recently)\b")
+    r"month|couple)|recently|tomorrow|this weekend|just (?:took|taken|swallowed|cut|drank|did it)|goodbye|"
+    r"(?:have|got|bought|counted|saved) (?:up )?(?:the |enough |some )?(?:pills|tablets|rope|gun|blade|razor)s?)\b")
 _PAST_TIME = re.compile(
     r"\b(?:years? ago|months ago|a decade ago|used to|in the past|back (?:in|then)|in (?:19|20)\d\d|"
     r"from (?:19|20)\d\d|since (?:19|20)\d\d|when i was|as a (?:teen\w*|kid|child)|(?:in|from) my (?:teens|20s|twenties|"
-    r"youth)|at (?:1\d|2\d)\b|(?:\w+ )?years since)")
+    r"youth)|at (?:1\d|2\d)\b|(?:\w+ )?years since|(?:it'?s|it has|it'?s been|been) (?:\d+|\w+) years|after years|"
+    r"(?:back )?(?:in|at|during) (?:uni|university|college|school|high school|sixth form)\b|anniversary of)")
 
 
 def figurative_spans(sentence: str) -> list[tuple[int, int]]:
