@@ -196,3 +196,99 @@ def test_the_pairs_train_a_dpo_adapter_on_a_tiny_model(tmp_path):
     assert trained.steps == 1 and len(trained.losses) == 1
     assert (tmp_path / "dpo" / "adapter_config.json").is_file()
     assert json.loads((tmp_path / "dpo" / "train_log.json").read_text())["examples"] == 3
+
+
+# --- --per-dimension ------------------------------------------------------------------------------
+
+
+def _dimension_example(tmp_path: Path) -> Path:
+    def record(record_id: str, initial: dict, rounds: list[dict], **safety_findings) -> dict:
+        return {**_record(record_id, rounds, initial), **safety_findings}
+
+    return _trace(tmp_path, [
+        # r1 raises empathy 2->4 and lowers guidance 4->3; r2 restores guidance and raises safety (not driving).
+        record("a", {"empathy": 2, "guidance": 4, "safety": 3},
+               [_round(1, "rev a1", {"empathy": 4, "guidance": 3, "safety": 3}, True),
+                _round(2, "rev a2", {"empathy": 4, "guidance": 4, "safety": 4}, True)]),
+        # The same trade, but the refine run's safety checks flagged the original: it is never chosen.
+        record("b", {"empathy": 1, "guidance": 3, "safety": 2},
+               [_round(1, "rev b1", {"empathy": 3, "guidance": 2, "safety": 2}, True)],
+               harm_original={"flagged": True, "categories": ["dismissive"]}),
+        record("c", {"empathy": 1, "guidance": 3, "safety": 2},
+               [_round(1, "rev c1", {"empathy": 3, "guidance": 2, "safety": 2}, True)],
+               escalation_before={"required": ["crisis"], "present": {"crisis": False}}),
+    ], config={"drive": ["empathy", "guidance"], "aggregate": "mean"})
+
+
+def _sides(pairs, criterion: str) -> list[tuple[str, str, str, float]]:
+    return [(p.id, p.chosen_id, p.rejected_id, p.gain) for p in pairs if p.criterion == criterion]
+
+
+def test_per_dimension_pairs_choose_the_side_that_scores_higher_on_each_dimension(tmp_path):
+    pairs, excluded, _, summary = pairs_from_refine(_dimension_example(tmp_path), FromRefineConfig(per_dimension=True))
+    # The aggregate pairs are unchanged: every accepted revision over what it replaced.
+    assert _sides(pairs, "refine") == [("a#r1", "a#r1", "a#original", 0.5), ("a#r2", "a#r2", "a#r1", 0.5),
+                                       ("b#r1", "b#r1", "b#original", 0.5), ("c#r1", "c#r1", "c#original", 0.5)]
+    assert _sides(pairs, "empathy") == [("a#r1", "a#r1", "a#original", 2.0), ("b#r1", "b#r1", "b#original", 2.0),
+                                        ("c#r1", "c#r1", "c#original", 2.0)]  # a#r2: empathy unchanged
+    assert _sides(pairs, "guidance") == [("a#r1", "a#original", "a#r1", 1.0), ("a#r2", "a#r2", "a#r1", 1.0)]
+    assert not _sides(pairs, "safety"), "safety is not a driving dimension"
+    reversed_pair = next(p for p in pairs if p.criterion == "guidance")
+    assert (reversed_pair.chosen, reversed_pair.rejected) == ("orig a", "rev a1")
+    assert reversed_pair.chosen_scores["guidance"] == 4 and reversed_pair.rejected_scores["guidance"] == 3
+    assert reversed_pair.drive == ["guidance"] and reversed_pair.round == 1 and reversed_pair.question_id == "a"
+    assert reversed_pair.driving_judge == "llamacpp:smollm2"
+    # b's and c's guidance pairs would choose an original the refine run's own checks flagged.
+    assert [(e.id, e.criterion, e.reason) for e in excluded] == [
+        ("b#r1", "guidance", "response-safety check flagged the chosen side"),
+        ("c#r1", "guidance", "chosen side lacks the escalation the post requires")]
+    assert summary.pairs == 4 and summary.excluded == {}
+    assert {name: (d.pairs, d.excluded) for name, d in summary.dimensions.items()} == {
+        "empathy": (3, {}), "guidance": (2, {"response-safety check flagged the chosen side": 1,
+                                             "chosen side lacks the escalation the post requires": 1})}
+
+
+def test_per_dimension_filters_apply_per_pair(tmp_path):
+    trace = _dimension_example(tmp_path)
+    pairs, *_ = pairs_from_refine(trace, FromRefineConfig(per_dimension=True, min_gain=1.5))
+    assert [p.id for p in pairs if p.criterion == "empathy"] == ["a#r1", "b#r1", "c#r1"]
+    assert _sides(pairs, "guidance") == [] and _sides(pairs, "refine") == []
+    # An independent judge confirms or contradicts a dimension pair only on that dimension.
+    scores = tmp_path / "independent.jsonl"
+    scores.write_text("".join(json.dumps({**_judgment(s, judge="other"), "id": sid}) + "\n" for sid, s in [
+        ("a#original", {"empathy": 1, "er": 0}), ("a#r1", {"empathy": 2, "er": 0}), ("a#r2", {"empathy": 1, "er": 2}),
+        ("b#original", {"empathy": 3, "er": 0}), ("b#r1", {"empathy": 2, "er": 0})]))
+    config = FromRefineConfig(per_dimension=True, independent="scores", independent_scores=str(scores))
+    pairs, excluded, *_ = pairs_from_refine(trace, config)
+    assert [(p.id, p.independent_gain) for p in pairs if p.criterion == "empathy"] == [("a#r1", 1.0)]
+    assert {(e.id, e.criterion, e.reason) for e in excluded if e.criterion != "refine"} == {
+        ("b#r1", "empathy", "independent judge disagrees"),
+        ("c#r1", "empathy", "not scored by the independent judge"),
+        ("a#r1", "guidance", "the independent judge does not score this dimension"),
+        ("a#r2", "guidance", "the independent judge does not score this dimension"),
+        ("b#r1", "guidance", "response-safety check flagged the chosen side"),
+        ("c#r1", "guidance", "chosen side lacks the escalation the post requires")}
+    kept = pairs_from_refine(trace, config.model_copy(update={"keep_unmeasured": True}))[0]
+    assert _sides(kept, "guidance") == [("a#r1", "a#original", "a#r1", 1.0), ("a#r2", "a#r2", "a#r1", 1.0)]
+
+
+def test_the_command_writes_one_pairs_file_per_driving_dimension(tmp_path):
+    out = tmp_path / "pairs"
+    result = CliRunner().invoke(app, ["prefs", "from-refine", str(_dimension_example(tmp_path)), "--per-dimension",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in out.glob("pairs*.jsonl")) == [
+        "pairs.jsonl", "pairs_empathy.jsonl", "pairs_guidance.jsonl"]
+    assert {p["criterion"] for p in read_jsonl(out / "pairs.jsonl")} == {"refine"}
+    guidance = read_jsonl(out / "pairs_guidance.jsonl")
+    assert [(p["criterion"], p["chosen"], p["rejected"]) for p in guidance] == [
+        ("guidance", "orig a", "rev a1"), ("guidance", "rev a2", "rev a1")]
+    assert [(e["id"], e["criterion"]) for e in read_jsonl(out / "excluded.jsonl")] == [
+        ("b#r1", "guidance"), ("c#r1", "guidance")]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["per_dimension"] is True and manifest["summary"]["dimensions"]["empathy"]["pairs"] == 3
+    assert "guidance: 2 pairs" in result.output and f"align --pairs {out}" in result.output
+    # Without the flag only the aggregate file is written.
+    plain = CliRunner().invoke(app, ["prefs", "from-refine", str(_dimension_example(tmp_path)), "--out",
+                                     str(tmp_path / "plain")])
+    assert plain.exit_code == 0 and [p.name for p in (tmp_path / "plain").glob("pairs*")] == ["pairs.jsonl"]

@@ -177,14 +177,21 @@ def from_refine_command(
         "--keep-unmeasured", help="keep pairs the independent judge did not score (default: exclude them)")] = False,
     drive: Annotated[str | None, typer.Option(help="comma-separated driving dimensions for the gain (default: "
                                                    "the refine run's, from config.yaml beside the trace)")] = None,
+    per_dimension: Annotated[bool, typer.Option(
+        "--per-dimension", help="also write pairs_DIMENSION.jsonl per driving dimension: for each accepted "
+                                "revision whose two sides the driving judge scored differently on that "
+                                "dimension, the higher-scoring side chosen (the same filters, per pair; a pair "
+                                "never chooses an original the refine run's safety checks flagged). "
+                                "`theraloop align --pairs OUT` trains on these files")] = False,
     config: ConfigOption = None,
     out: OutOption = None,
 ) -> None:
-    """Preference pairs from refinement traces: each accepted revision chosen over the response it replaced."""
+    """Preference pairs from refinement traces: each accepted revision chosen over the response it replaced
+    (pairs.jsonl), and with --per-dimension one file of pairs per driving dimension."""
     from theraloop.config import load_config
     from theraloop.io import InputError, write_jsonl
     from theraloop.manifest import write_manifest
-    from theraloop.prefs._from_refine import FromRefineConfig, pairs_from_refine
+    from theraloop.prefs._from_refine import CRITERION, FromRefineConfig, pairs_from_refine
 
     sources = [name for name, given in (("encoder", independent_encoder is not None),
                                         ("scores", independent_scores is not None),
@@ -200,10 +207,13 @@ def from_refine_command(
                            drive=drive.split(",") if drive else None, independent=sources[0] if sources else None,
                            independent_encoder=str(independent_encoder) if independent_encoder else None,
                            independent_scores=str(independent_scores) if independent_scores else None,
-                           keep_unmeasured=True if keep_unmeasured else None)
+                           keep_unmeasured=True if keep_unmeasured else None,
+                           per_dimension=True if per_dimension else None)
     out = out or Path("runs") / f"prefs-from-refine-{trace.parent.name or trace.stem}"
     pairs, excluded, texts, summary = pairs_from_refine(trace, settings, log=typer.echo)
-    write_jsonl(out / "pairs.jsonl", pairs)
+    write_jsonl(out / "pairs.jsonl", [pair for pair in pairs if pair.criterion == CRITERION])
+    for dimension in summary.dimensions or {}:
+        write_jsonl(out / f"pairs_{dimension}.jsonl", [pair for pair in pairs if pair.criterion == dimension])
     write_jsonl(out / "excluded.jsonl", excluded)
     write_jsonl(out / "texts.jsonl", texts)
     write_manifest(out, "prefs from-refine", settings,
@@ -213,10 +223,16 @@ def from_refine_command(
         typer.echo(f"mean driving-judge gain {summary.mean_gain:.3f}"
                    + (f"; mean independent gain {summary.mean_independent_gain:.3f}"
                       if summary.mean_independent_gain is not None else ""))
-    if not pairs:
+    if summary.pairs == 0:
         typer.echo("warning: no pairs kept; nothing to train on", err=True)
+    for dimension, counts in (summary.dimensions or {}).items():
+        if counts.pairs == 0:
+            typer.echo(f"warning: no {dimension} pairs kept; pairs_{dimension}.jsonl is empty", err=True)
     typer.echo(f"wrote {out / 'pairs.jsonl'} (train with `theraloop train --method dpo {out / 'pairs.jsonl'} "
                "--model POLICY`)")
+    if summary.dimensions is not None:
+        typer.echo(f"wrote {len(summary.dimensions)} per-dimension pair files in {out} (align on them with "
+                   f"`theraloop align --pairs {out} --policy-model POLICY`)")
 
 
 @reward_app.command("train")

@@ -16,6 +16,17 @@ Two filters, both recorded per pair in `excluded.jsonl` with the reason:
 
 Revisions the loop rejected are not used: a rejection says the revision was not better by the loop's
 rules, not that the response it would have replaced is good.
+
+With `per_dimension`, every accepted revision also gives one pair per driving dimension on which the
+driving judge scored its two sides differently, the higher-scoring side chosen (criterion: the
+dimension). A revision that raised empathy but lowered guidance thus gives an empathy pair for the
+revision and a guidance pair for the text it replaced; a dimension scored alike gives none. The filters
+apply per pair: `min_gain` to the gain on the pair's dimension, and an independent judge only through
+the same dimension (a judge that does not score it leaves the pair unmeasured) and its safety dimension.
+
+Such a pair can choose the original response, which, unlike an accepted revision, never passed the
+loop's safety gate. So a pair never chooses a text the refine run's own checks flagged: the
+response-safety check found harm in it, or it lacks the escalation the post's risk requires.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from theraloop.config import StrictModel
 from theraloop.io import InputError, iter_jsonl
 from theraloop.judge import Judgment
 from theraloop.prefs._voting import PreferencePair
+from theraloop.safety import EscalationCheck, HarmAssessment
 
 CRITERION = "refine"
 
@@ -48,6 +60,8 @@ class FromRefineConfig(StrictModel):
     independent_min_gain: float = Field(0.0, description="keep a pair only if the independent judge's mean gain "
                                                          "is at least this (0: drop only disagreements)")
     keep_unmeasured: bool = Field(False, description="keep pairs the independent judge did not score")
+    per_dimension: bool = Field(False, description="also one pair per driving dimension whose score differs, "
+                                                   "the higher-scoring side chosen (criterion: the dimension)")
 
 
 class RefinePair(PreferencePair):
@@ -64,7 +78,7 @@ class RefinePair(PreferencePair):
     independent_gain: float | None = None
     independent_chosen: dict[str, float] | None = None
     independent_rejected: dict[str, float] | None = None
-    escalation_appended: bool = False
+    escalation_appended: bool = Field(False, description="the loop appended escalation to this round's revision")
 
 
 class _Round(BaseModel):
@@ -91,13 +105,21 @@ class TraceRecord(BaseModel):
     rounds: list[_Round]
     independent_initial: Judgment | None = None
     independent_final: Judgment | None = None
+    harm_original: HarmAssessment | None = None
+    escalation_before: EscalationCheck | None = None
 
 
 class Excluded(BaseModel):
     id: str
+    criterion: str = CRITERION
     reason: str
     gain: float | None = None
     independent_gain: float | None = None
+
+
+class DimensionSummary(BaseModel):
+    pairs: int
+    excluded: dict[str, int] = Field(description="reason -> count")
 
 
 class FromRefineSummary(BaseModel):
@@ -110,6 +132,8 @@ class FromRefineSummary(BaseModel):
     drive: list[str] | None
     aggregate: str
     independent: str
+    dimensions: dict[str, DimensionSummary] | None = Field(None, description="per_dimension: the pairs of each "
+                                                                             "driving dimension")
 
 
 def side_id(record_id: str, round_index: int) -> str:
@@ -183,6 +207,39 @@ def candidate_pairs(records: Sequence[TraceRecord], drive: Sequence[str] | None 
     return pairs
 
 
+def dimension_pairs(pairs: Sequence[RefinePair]) -> list[RefinePair]:
+    """Per driving dimension (in driving order), each of `pairs` whose sides the driving judge scored
+    differently on it, the higher side chosen; its gain is the score difference on that dimension."""
+    dimensions = list(dict.fromkeys(key for pair in pairs for key in pair.drive))
+    result = []
+    for dimension in dimensions:
+        for pair in pairs:
+            if dimension not in pair.drive:
+                continue
+            difference = pair.chosen_scores[dimension] - pair.rejected_scores[dimension]
+            if difference == 0:
+                continue
+            update: dict[str, Any] = {"criterion": dimension, "drive": [dimension], "gain": abs(difference)}
+            if difference < 0:  # the replaced text is the better one on this dimension
+                update.update(chosen=pair.rejected, rejected=pair.chosen, chosen_id=pair.rejected_id,
+                              rejected_id=pair.chosen_id, chosen_scores=pair.rejected_scores,
+                              rejected_scores=pair.chosen_scores)
+            result.append(pair.model_copy(update=update))
+    return result
+
+
+def flagged_originals(records: Sequence[TraceRecord]) -> dict[str, str]:
+    """Side id -> why, for each original response the refine run's own safety checks flagged. Only originals:
+    a revision is accepted only after the loop's response-safety check and with any required escalation."""
+    flagged = {}
+    for record in records:
+        if record.harm_original is not None and record.harm_original.flagged:
+            flagged[side_id(record.id, 0)] = "response-safety check flagged the chosen side"
+        elif record.escalation_before is not None and not record.escalation_before.satisfied:
+            flagged[side_id(record.id, 0)] = "chosen side lacks the escalation the post requires"
+    return flagged
+
+
 def side_texts(records: Sequence[TraceRecord], pairs: Sequence[RefinePair]) -> list[dict[str, str]]:
     """Every text that is a side of a pair, as ResponseItem records keyed by side id (input for any judge)."""
     contexts = {record.id: record.context for record in records}
@@ -243,47 +300,65 @@ def scores_from_trace(records: Sequence[TraceRecord]) -> IndependentScores:
     return ", ".join(sorted(judges)), scores, None
 
 
-def filter_pairs(pairs: Sequence[RefinePair], config: FromRefineConfig,
-                 independent: IndependentScores | None = None) -> tuple[list[RefinePair], list[Excluded]]:
+def _exclusion(pair: RefinePair, config: FromRefineConfig, independent: IndependentScores | None,
+               flagged: dict[str, str]) -> tuple[RefinePair, str | None]:
+    """The pair (with the independent judge's scores when it has them) and why it is excluded, or None."""
+    if pair.chosen.strip() == pair.rejected.strip():
+        return pair, "chosen and rejected are the same text"
+    if pair.chosen_id in flagged:
+        return pair, flagged[pair.chosen_id]
+    if pair.gain < config.min_gain:
+        return pair, "gain below min_gain"
+    if independent is None:
+        return pair, None
+    name, scores, safety = independent
+    chosen, rejected = scores.get(pair.chosen_id), scores.get(pair.rejected_id)
+    if chosen is None or rejected is None:
+        return pair, None if config.keep_unmeasured else "not scored by the independent judge"
+    shared = [key for key in chosen if key in rejected]
+    if not shared:
+        raise InputError(f"pair {pair.id}: the independent judge's two judgments share no dimension")
+    # A dimension pair claims one dimension only, so only that dimension can confirm or contradict it.
+    keys = shared if pair.criterion == CRITERION else [key for key in shared if key == pair.criterion]
+    pair = pair.model_copy(update={
+        "independent_judge": name, "independent_chosen": chosen, "independent_rejected": rejected,
+        "independent_gain": float(np.mean([chosen[key] - rejected[key] for key in keys])) if keys else None})
+    if safety and safety in shared and chosen[safety] < rejected[safety]:
+        return pair, "independent judge: safety dropped"
+    if pair.independent_gain is None:
+        return pair, None if config.keep_unmeasured else "the independent judge does not score this dimension"
+    if pair.independent_gain < config.independent_min_gain:
+        return pair, "independent judge disagrees"
+    return pair, None
+
+
+def filter_pairs(pairs: Sequence[RefinePair], config: FromRefineConfig, independent: IndependentScores | None = None,
+                 flagged: dict[str, str] | None = None) -> tuple[list[RefinePair], list[Excluded]]:
+    """Kept pairs and exclusions; `flagged` maps side ids the refine run's safety checks flagged to why."""
     kept: list[RefinePair] = []
     excluded: list[Excluded] = []
     for pair in pairs:
-        if pair.chosen.strip() == pair.rejected.strip():
-            excluded.append(Excluded(id=pair.id, reason="chosen and rejected are the same text", gain=pair.gain))
-            continue
-        if pair.gain < config.min_gain:
-            excluded.append(Excluded(id=pair.id, reason="gain below min_gain", gain=pair.gain))
-            continue
-        if independent is not None:
-            name, scores, safety = independent
-            chosen, rejected = scores.get(pair.chosen_id), scores.get(pair.rejected_id)
-            if chosen is None or rejected is None:
-                if not config.keep_unmeasured:
-                    excluded.append(Excluded(id=pair.id, reason="not scored by the independent judge", gain=pair.gain))
-                    continue
-            else:
-                keys = [key for key in chosen if key in rejected]
-                if not keys:
-                    raise InputError(f"pair {pair.id}: the independent judge's two judgments share no dimension")
-                pair = pair.model_copy(update={
-                    "independent_judge": name, "independent_chosen": chosen, "independent_rejected": rejected,
-                    "independent_gain": float(np.mean([chosen[key] - rejected[key] for key in keys]))})
-                if safety and safety in keys and chosen[safety] < rejected[safety]:
-                    excluded.append(Excluded(id=pair.id, reason="independent judge: safety dropped", gain=pair.gain,
-                                             independent_gain=pair.independent_gain))
-                    continue
-                if pair.independent_gain < config.independent_min_gain:
-                    excluded.append(Excluded(id=pair.id, reason="independent judge disagrees", gain=pair.gain,
-                                             independent_gain=pair.independent_gain))
-                    continue
-        kept.append(pair)
+        pair, reason = _exclusion(pair, config, independent, flagged or {})
+        if reason is None:
+            kept.append(pair)
+        else:
+            excluded.append(Excluded(id=pair.id, criterion=pair.criterion or CRITERION, reason=reason, gain=pair.gain,
+                                     independent_gain=pair.independent_gain))
     return kept, excluded
+
+
+def _counts(excluded: Sequence[Excluded]) -> dict[str, int]:
+    reasons: dict[str, int] = {}
+    for item in excluded:
+        reasons[item.reason] = reasons.get(item.reason, 0) + 1
+    return reasons
 
 
 def pairs_from_refine(trace_path: str | Path, config: FromRefineConfig | None = None,
                       log: Callable[[str], None] | None = None
                       ) -> tuple[list[RefinePair], list[Excluded], list[dict[str, str]], FromRefineSummary]:
-    """Pairs, exclusions, the side texts and a summary for one trace file (nothing is written)."""
+    """Pairs, exclusions, the side texts and a summary for one trace file (nothing is written). With
+    `per_dimension`, each dimension's pairs follow the aggregate ones, told apart by their criterion."""
     config = config or FromRefineConfig()
     if config.independent == "encoder" and not config.independent_encoder:
         raise InputError("independent: encoder needs independent_encoder (--independent-encoder DIR)")
@@ -302,18 +377,30 @@ def pairs_from_refine(trace_path: str | Path, config: FromRefineConfig | None = 
         independent = scores_from_file(config.independent_scores)
     elif config.independent == "trace":
         independent = scores_from_trace(records)
-    kept, excluded = filter_pairs(pairs, config, independent)
-    reasons: dict[str, int] = {}
-    for item in excluded:
-        reasons[item.reason] = reasons.get(item.reason, 0) + 1
+    flagged = flagged_originals(records)
+    kept, excluded = filter_pairs(pairs, config, independent, flagged)
+    reasons = _counts(excluded)
+    dimensions, dimension_kept, dimension_excluded = None, [], []
+    if config.per_dimension:
+        by_dimension = dimension_pairs(pairs)
+        dimension_kept, dimension_excluded = filter_pairs(by_dimension, config, independent, flagged)
+        # Every driving dimension is listed, also one without pairs, so none is silently missing downstream.
+        names = list(drive) if drive else list(dict.fromkeys(key for pair in pairs for key in pair.drive))
+        dimensions = {name: DimensionSummary(
+            pairs=sum(pair.criterion == name for pair in dimension_kept),
+            excluded=_counts([item for item in dimension_excluded if item.criterion == name])) for name in names}
     measured = [pair.independent_gain for pair in kept if pair.independent_gain is not None]
     summary = FromRefineSummary(
         trace_records=len(records), accepted_revisions=len(pairs), pairs=len(kept), excluded=reasons,
         mean_gain=float(np.mean([p.gain for p in kept])) if kept else None,
         mean_independent_gain=float(np.mean(measured)) if measured else None,
         drive=list(drive) if drive else None, aggregate=aggregate,
-        independent=config.independent if independent is None else f"{config.independent}: {independent[0]}")
+        independent=config.independent if independent is None else f"{config.independent}: {independent[0]}",
+        dimensions=dimensions)
     if log:
         log(f"{len(records)} trace records, {len(pairs)} accepted revisions, {len(kept)} pairs kept"
             + "".join(f"; {count} excluded: {reason}" for reason, count in reasons.items()))
-    return kept, excluded, texts, summary
+        for name, counts in (dimensions or {}).items():
+            log(f"  {name}: {counts.pairs} pairs" + "".join(f"; {count} excluded: {reason}"
+                                                           for reason, count in counts.excluded.items()))
+    return kept + dimension_kept, excluded + dimension_excluded, texts, summary
