@@ -344,6 +344,15 @@ def _finish(model: RewardModel, train: Sequence[PreferencePair], config: RewardC
     model.spec["fingerprint"] = digest.hexdigest()[:16]
 
 
+def dev_split(pairs: Sequence[PreferencePair], config: RewardConfig) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """The train and dev parts `train_reward_model` uses without a dev set: `dev_fraction` of the pairs, grouped by
+    question (or prompt) so no question is in both; either part may come out empty when there are too few."""
+    from theraloop.data import grouped_split
+
+    train, dev = grouped_split(pairs, [1 - config.dev_fraction, config.dev_fraction], config.seed, _group_of)
+    return train, dev
+
+
 def train_reward_model(train: Sequence[PreferencePair], dev: Sequence[PreferencePair] | None = None,
                        config: RewardConfig | None = None, out_dir: str | Path | None = None, progress: bool = True,
                        log: Callable[[str], None] | None = None) -> RewardTrainingResult:
@@ -352,13 +361,11 @@ def train_reward_model(train: Sequence[PreferencePair], dev: Sequence[Preference
     the encoder learning rate and the epochs picks the trial with the lowest dev Bradley-Terry loss."""
     import torch
 
-    from theraloop.data import grouped_split
-
     config = config or RewardConfig()
     say = log or (lambda message: None)
     train = [p for p in train if config.criterion is None or p.criterion in (None, config.criterion)]
     if dev is None:
-        train, dev = grouped_split(train, [1 - config.dev_fraction, config.dev_fraction], config.seed, _group_of)
+        train, dev = dev_split(train, config)
     if not train or not dev:
         raise InputError(f"too few preference pairs (or questions) to train and hold out: train {len(train)}, "
                          f"dev {len(dev)}")
