@@ -272,6 +272,13 @@ def align_command(
     config: ConfigOption = None,
     out: OutOption = None,
     policy_model: Annotated[Path | None, typer.Option(help="policy model folder (config policy.model)")] = None,
+    pairs: Annotated[Path | None, typer.Option(
+        "--pairs", help="folder of pairs_CRITERION.jsonl preference pairs (TRL prompt/chosen/rejected, e.g. from "
+                        "`prefs from-refine --per-dimension`) to train on instead of generating candidates and "
+                        "collecting persona preferences (config pairs_dir)")] = None,
+    criteria: Annotated[str | None, typer.Option(
+        help="comma-separated criteria (config prefs.criteria); with --pairs, which files to use (default: "
+             "every pairs_*.jsonl, in name order). One criterion trains its reward model, SFT and DPO only")] = None,
     epitome_root: Annotated[Path | None, typer.Option(help="folder with the EPITOME CSVs "
                                                            "(default: $THERALOOP_SHARED_DATA)")] = None,
     questions: Annotated[int | None, typer.Option(help="first N seeker posts of the MODPO train split")] = None,
@@ -285,8 +292,8 @@ def align_command(
     no_cache: NoCacheOption = False,
     threads: ThreadsOption = None,
 ) -> None:
-    """The whole alignment pipeline: candidates, persona preferences, reward models, SFT/DPO/MODPO/joint
-    adapters and a LoRA soup. Finished stages are skipped when run again."""
+    """The whole alignment pipeline: candidates, persona preferences (or --pairs: preference pairs you have),
+    reward models, SFT/DPO/MODPO/joint adapters and a LoRA soup. Finished stages are skipped when run again."""
     from theraloop.config import load_config
     from theraloop.train._pipeline import AlignConfig, run_alignment_pipeline
 
@@ -294,13 +301,14 @@ def align_command(
            **llm_overrides("prefs.llm", backend, model, base_url, concurrency, no_cache, threads)}
     align_config = load_config(AlignConfig, config, out_dir=str(out) if out else None, questions=questions,
                                epitome_root=str(epitome_root) if epitome_root else None,
-                               persona_seed=seed, **{"policy.model": str(policy_model) if policy_model else None,
-                                                     "generate.seed": seed, "prefs.seed": seed, "reward.seed": seed,
-                                                     "policy.seed": seed}, **llm)
+                               persona_seed=seed, pairs_dir=str(pairs) if pairs else None,
+                               **{"policy.model": str(policy_model) if policy_model else None,
+                                  "prefs.criteria": _split(criteria), "generate.seed": seed, "prefs.seed": seed,
+                                  "reward.seed": seed, "policy.seed": seed}, **llm)
     summary = run_alignment_pipeline(align_config, log=typer.echo)
     for criterion, report in summary.reward.items():
         typer.echo(f"reward {criterion}: held-out pairwise accuracy {report.dev_accuracy:.3f} ({report.n_dev} pairs)")
-    for method, path in {**summary.adapters, "soup": summary.soup}.items():
+    for method, path in {**summary.adapters, **({"soup": summary.soup} if summary.soup else {})}.items():
         typer.echo(f"{method:>16}: {path}")
 
 

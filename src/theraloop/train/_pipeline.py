@@ -5,6 +5,12 @@ rank them per criterion -> weighted votes and preference pairs -> one reward mod
 (held-out pairwise accuracy) -> MODPO margins -> SFT, per-criterion DPO, MODPO and joint-loss DPO LoRA
 adapters on one policy model -> a LoRA soup of the per-criterion DPO adapters -> `summary.json`.
 
+With `pairs_dir`, the pipeline starts from preference pairs someone already has (for instance
+`theraloop prefs from-refine --per-dimension`): one `import_<criterion>` stage per `pairs_<criterion>.jsonl`
+replaces the questions, generation and persona stages, and everything downstream runs as before. The
+SFT examples then come from the pairs' chosen sides (`_sft_from_pairs`). With a single criterion, MODPO,
+the joint loss and the soup (which combine criteria) are left out, and `summary.json` says why.
+
 Every stage writes its outputs under `out_dir` and then a marker `stages/<name>.json` holding a
 fingerprint of its settings and of its inputs' bytes. A stage whose marker is complete, whose
 fingerprint matches and whose outputs exist is skipped; a stage killed midway resumes (generation and
@@ -24,7 +30,7 @@ from pydantic import BaseModel, Field, create_model, model_validator
 
 from theraloop.config import StrictModel
 from theraloop.data import find_dataset, synthetic_personas
-from theraloop.io import InputError, read_jsonl, sha256_file, sha256_json, write_json, write_jsonl
+from theraloop.io import InputError, iter_jsonl, read_jsonl, sha256_file, sha256_json, write_json, write_jsonl
 from theraloop.llm import ChatModel, LLMConfig, build_llm, run_sync
 from theraloop.manifest import write_manifest
 from theraloop.prefs import (
@@ -54,7 +60,14 @@ from theraloop.train._policy import (
     train_modpo,
     train_sft,
 )
-from theraloop.train._reward import RewardConfig, RewardModel, compute_margins, read_pairs, train_reward_model
+from theraloop.train._reward import (
+    RewardConfig,
+    RewardModel,
+    compute_margins,
+    dev_split,
+    read_pairs,
+    train_reward_model,
+)
 
 # The trainers' settings minus what the pipeline sets per stage (where to write, which SFT adapter to
 # start from), derived from DPOTrainConfig so the two can never drift apart.
@@ -111,9 +124,17 @@ def make_soup(config: SoupConfig) -> Path:
 
 
 class AlignConfig(StrictModel):
-    """The whole pipeline. `prefs.criteria` are the objectives; `weights` weigh them (MODPO, joint, soup)."""
+    """The whole pipeline. `prefs.criteria` are the objectives; `weights` weigh them (MODPO, joint, soup).
+
+    With `pairs_dir` the objectives are the `pairs_<criterion>.jsonl` files there: those `prefs.criteria`
+    names when the config sets it, else every file, in name order; questions, generation and personas are
+    not used.
+    """
 
     out_dir: str
+    pairs_dir: str | None = Field(None, description="folder of pairs_<criterion>.jsonl files (TRL prompt/chosen/"
+                                                    "rejected) to train on instead of generating candidates and "
+                                                    "collecting persona preferences")
     epitome_root: str | None = Field(None, description="folder with the EPITOME CSVs "
                                                        "(default: $THERALOOP_SHARED_DATA)")
     questions: int = Field(100, ge=2, description="first N seeker posts of the MODPO train split")
@@ -132,29 +153,38 @@ class AlignConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self):
-        criteria = self.criteria
-        if len(criteria) < 2:
+        if self.pairs_dir is None and len(self.criteria) < 2:
             raise ValueError("MODPO and the joint loss need at least two criteria in prefs.criteria")
-        if self.weights is not None and len(self.weights) != len(criteria):
-            raise ValueError(f"weights has {len(self.weights)} values for {len(criteria)} criteria {criteria}")
-        if self.modpo_objective is not None and self.modpo_objective not in criteria:
-            raise ValueError(f"modpo_objective {self.modpo_objective!r} is not one of {criteria}")
-        # The trainers' own checks (weights, prompt length), now rather than after hours of generation.
-        MODPOTrainConfig(**self.policy.model_dump(), out_dir=".", weights=self.objective_weights,
-                         objective_index=self.objective_index)
+        # The trainers' own checks (prompt length; weights once the criteria are known), now rather than after
+        # hours of generation; imported criteria without a list are checked when the pipeline finds the files.
+        DPOTrainConfig(**self.policy.model_dump(), out_dir=".")
+        criteria = self.criteria if self.pairs_dir is None else self.listed_criteria
+        if criteria is not None:
+            self.objectives(criteria)
         return self
 
     @property
     def criteria(self) -> list[str]:
+        """The persona criteria (without pairs_dir)."""
         return self.prefs.criteria or self.prefs.load_rubric().keys
 
     @property
-    def objective_weights(self) -> list[float]:
-        return self.weights or [1.0 / len(self.criteria)] * len(self.criteria)
+    def listed_criteria(self) -> list[str] | None:
+        """The criteria this config sets itself; the default prefs section's pair does not count."""
+        return self.prefs.criteria if "prefs" in self.model_fields_set else None
 
-    @property
-    def objective_index(self) -> int:
-        return self.criteria.index(self.modpo_objective) if self.modpo_objective else 0
+    def objectives(self, criteria: Sequence[str]) -> tuple[list[float], int]:
+        """The weights of `criteria` and the index of MODPO's objective among them (ValueError if they do not fit)."""
+        criteria = list(criteria)
+        if self.weights is not None and len(self.weights) != len(criteria):
+            raise ValueError(f"weights has {len(self.weights)} values for {len(criteria)} criteria {criteria}")
+        if self.modpo_objective is not None and self.modpo_objective not in criteria:
+            raise ValueError(f"modpo_objective {self.modpo_objective!r} is not one of {criteria}")
+        weights = self.weights or [1.0 / len(criteria)] * len(criteria)
+        index = criteria.index(self.modpo_objective) if self.modpo_objective else 0
+        if len(criteria) >= 2:
+            MODPOTrainConfig(**self.policy.model_dump(), out_dir=".", weights=weights, objective_index=index)
+        return weights, index
 
 
 class StageReport(BaseModel):
@@ -180,13 +210,15 @@ class TrainingReport(BaseModel):
 
 class AlignSummary(BaseModel):
     out_dir: str
+    pairs_dir: str | None = Field(None, description="where the imported preference pairs came from")
     criteria: list[str]
     weights: list[float]
-    modpo_objective: str
+    modpo_objective: str | None = Field(description="None when MODPO was not run")
     counts: dict[str, Any]
     reward: dict[str, RewardReport]
     adapters: dict[str, str] = Field(description="method (sft, dpo_<criterion>, modpo, joint) -> LoRA adapter")
-    soup: str = Field(description="the souped model folder (a complete model, not an adapter)")
+    soup: str | None = Field(description="the souped model folder (a complete model, not an adapter)")
+    omitted: dict[str, str] = Field(default_factory=dict, description="stage -> why this run leaves it out")
     training: dict[str, TrainingReport]
     stages: list[StageReport]
     wall_seconds: float = Field(description="this run, skipped stages included")
@@ -276,8 +308,53 @@ def _training_report(result: TrainResult) -> dict[str, Any]:
                           peak_rss_mb=result.peak_rss_mb).model_dump()
 
 
+_DATA_LABELS = {"sft_examples": "SFT examples", "modpo_pairs": "MODPO pairs", "joint_pairs": "joint pairs"}
+
+
 def _loss_note(result: dict[str, Any]) -> str:
     return f"{result['steps']} steps, loss {result['losses'][0]:.4f} -> {result['losses'][-1]:.4f}"
+
+
+# --- imported preference pairs -------------------------------------------------------------------
+
+
+def pair_files(config: AlignConfig) -> dict[str, Path]:
+    """Criterion -> its pairs file in `config.pairs_dir`: the listed criteria (each must have one), else every file."""
+    folder = Path(config.pairs_dir)
+    expected = "expected pairs_<criterion>.jsonl files, e.g. from `theraloop prefs from-refine --per-dimension`"
+    if not folder.is_dir():
+        raise InputError(f"{folder}: pairs folder not found ({expected})")
+    found = {path.name[len("pairs_"):-len(".jsonl")]: path for path in sorted(folder.glob("pairs_?*.jsonl"))}
+    if not found:
+        raise InputError(f"{folder}: no pairs files ({expected})")
+    listed = config.listed_criteria
+    if listed is None:
+        return found
+    if missing := [criterion for criterion in listed if criterion not in found]:
+        raise InputError(f"{folder}: no pairs file for criteria {missing} (expected "
+                         f"{', '.join(f'pairs_{criterion}.jsonl' for criterion in missing)}); found {sorted(found)}")
+    return {criterion: found[criterion] for criterion in listed}
+
+
+def check_pair_file(path: Path, criterion: str, reward: RewardConfig) -> int:
+    """Validate one criterion's pairs file before anything trains on it; returns its number of pairs."""
+    leave_out = "or leave the criterion out (prefs.criteria, --criteria)"
+    pairs = []
+    for number, pair in enumerate(iter_jsonl(path, VotedPair), start=1):  # a malformed line is named file:line
+        if pair.criterion not in (None, criterion):
+            raise InputError(f"{path}: record {number}: criterion {pair.criterion!r} in the pairs file of "
+                             f"{criterion!r} (a pairs_<criterion>.jsonl file holds that criterion's pairs, or "
+                             "pairs without one)")
+        pairs.append(pair)
+    if not pairs:
+        raise InputError(f"{path}: no preference pairs; add some {leave_out}")
+    train, dev = dev_split(pairs, reward)
+    if not train or not dev:
+        groups = len({pair.question_id or pair.prompt for pair in pairs})
+        raise InputError(f"{path}: {len(pairs)} pairs on {groups} prompts are too few for {criterion!r}'s reward "
+                         f"model to hold out a dev split (reward.dev_fraction {reward.dev_fraction}: train "
+                         f"{len(train)}, dev {len(dev)}); give pairs on more prompts {leave_out}")
+    return len(pairs)
 
 
 # --- the training data built from votes and reward models -----------------------------------------
@@ -296,6 +373,28 @@ def _sft_examples(votes: VoteResult, candidates: Sequence[Candidate], criteria: 
                   for candidate in group]
         best = group[scores.index(max(scores))]  # the lowest k among equals
         examples.append(SFTExample(prompt=best.context, completion=best.response))
+    return examples
+
+
+def _sft_from_pairs(pairs_by_criterion: dict[str, list[VotedPair]], weights: Sequence[float]) -> list[SFTExample]:
+    """Per prompt, the best-supported response among those chosen at least once. A pair adds its criterion's
+    weight times its own weight to its chosen response's support and takes as much from its rejected one (the
+    pair-wise analogue of the symmetric vote). Ties go to the response chosen more often, then to the one seen
+    first (criteria in order, each file in order)."""
+    support: dict[str, dict[str, float]] = {}
+    wins: dict[str, dict[str, int]] = {}
+    for pairs, weight in zip(pairs_by_criterion.values(), weights, strict=True):
+        for pair in pairs:
+            scores, chosen = support.setdefault(pair.prompt, {}), wins.setdefault(pair.prompt, {})
+            scores[pair.chosen] = scores.get(pair.chosen, 0.0) + weight * pair.weight
+            scores[pair.rejected] = scores.get(pair.rejected, 0.0) - weight * pair.weight
+            chosen[pair.chosen] = chosen.get(pair.chosen, 0) + 1
+    examples = []
+    for prompt, scores in support.items():
+        # Rounded so that weights like 0.6 + 0.4 tie with 1.0 despite floating-point sums.
+        best = max((response for response in scores if response in wins[prompt]),
+                   key=lambda response: (round(scores[response], 9), wins[prompt][response]))
+        examples.append(SFTExample(prompt=prompt, completion=best))
     return examples
 
 
@@ -329,7 +428,7 @@ def run_alignment_pipeline(config: AlignConfig, generator: ChatModel | None = No
     """Run (or finish) every stage into config.out_dir and write `summary.json` there.
 
     generator answers the questions and judge plays the personas; by default each is built from
-    `config.generate.llm` / `config.prefs.llm`, and only when its stage has to run.
+    `config.generate.llm` / `config.prefs.llm`, and only when its stage has to run (never with `pairs_dir`).
     """
     started = time.perf_counter()
     if config.threads:
@@ -337,45 +436,72 @@ def run_alignment_pipeline(config: AlignConfig, generator: ChatModel | None = No
 
         torch.set_num_threads(config.threads)
     out = Path(config.out_dir)
-    criteria, weights, k = config.criteria, config.objective_weights, config.objective_index
-    stages = _Stages(out, total=8 + 2 * len(criteria), log=log)
-    write_manifest(out, "align", config, seed=config.generate.seed)
+    files = pair_files(config) if config.pairs_dir else {}
+    criteria = list(files) if files else config.criteria
+    try:
+        weights, k = config.objectives(criteria)
+    except ValueError as exc:
+        raise InputError(f"{config.pairs_dir}: criteria {criteria} from its pairs files: {exc}") from None
+    # Every imported file is checked before the first stage runs, not when its reward model is due.
+    n_pairs = {criterion: check_pair_file(path, criterion, config.reward) for criterion, path in files.items()}
+    combined = len(criteria) >= 2  # MODPO, the joint loss and the soup need two criteria to combine
+    stages = _Stages(out, total=(len(criteria) if files else 3) + 2 * len(criteria) + 2 + (3 if combined else 0),
+                     log=log)
+    # The resolved criteria go into config.yaml, so rerunning from it finds the same files.
+    resolved = config.model_copy(update={"prefs": config.prefs.model_copy(update={"criteria": criteria})})
+    write_manifest(out, "align", resolved if files else config,
+                   inputs={f"pairs_{criterion}": path for criterion, path in files.items()}, seed=config.generate.seed)
     policy = config.policy
 
-    def questions_stage() -> dict[str, Any]:
-        questions = epitome_questions(_epitome_root(config), "train", config.questions, seed=config.split_seed)
-        write_jsonl(out / "questions.jsonl", questions)
-        return {"questions": len(questions)}
+    if files:
+        for criterion, path in files.items():
+            def import_stage(criterion: str = criterion, path: Path = path) -> dict[str, Any]:
+                (out / "prefs").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, out / f"prefs/pairs_{criterion}.jsonl")
+                return {"pairs": n_pairs[criterion], "source": str(path)}
 
-    stages.run("questions", {"root": str(_epitome_root(config)), "n": config.questions, "seed": config.split_seed},
-               [], ["questions.jsonl"], questions_stage, lambda r: f"{r['questions']} seeker posts")
+            # The file's bytes, not where it lies, decide whether its criterion's stages rerun.
+            stages.run(f"import_{criterion}", {"criterion": criterion, "sha256": sha256_file(path)}, [],
+                       [f"prefs/pairs_{criterion}.jsonl"], import_stage, lambda r: f"{r['pairs']} pairs from {r['source']}")
+        pairs_stage = {criterion: f"import_{criterion}" for criterion in criteria}
+    else:
+        pairs_stage = dict.fromkeys(criteria, "prefs")
 
-    def generate_stage() -> dict[str, Any]:
-        questions: list[Question] = read_questions(out / "questions.jsonl")
-        llm = generator or build_llm(config.generate.llm)
-        _, summary = run_sync(generate_candidates(llm, questions, config.generate, out / "generate/candidates.jsonl",
-                                                  concurrency=config.generate.llm.concurrency, progress=progress))
-        return summary.model_dump()
+        def questions_stage() -> dict[str, Any]:
+            questions = epitome_questions(_epitome_root(config), "train", config.questions, seed=config.split_seed)
+            write_jsonl(out / "questions.jsonl", questions)
+            return {"questions": len(questions)}
 
-    stages.run("generate", {"config": config.generate.model_dump(mode="json", exclude={"llm"}),
-                            "llm": _llm_identity(generator, config.generate.llm)},
-               ["questions"], ["generate"], generate_stage,
-               lambda r: f"{r['candidates']} candidates, {len(r['failed'])} empty after every attempt")
+        stages.run("questions", {"root": str(_epitome_root(config)), "n": config.questions, "seed": config.split_seed},
+                   [], ["questions.jsonl"], questions_stage, lambda r: f"{r['questions']} seeker posts")
 
-    def prefs_stage() -> dict[str, Any]:
-        panel = synthetic_personas(config.personas, config.persona_seed)
-        write_jsonl(out / "prefs/personas.jsonl", panel)
-        candidates = read_jsonl(out / "generate/candidates.jsonl", Candidate)
-        llm = judge or build_llm(config.prefs.llm)
-        summary = run_sync(collect_preferences(llm, candidates, panel, config.prefs, out / "prefs",
-                                               concurrency=config.prefs.llm.concurrency, progress=progress))
-        return summary.model_dump()
+        def generate_stage() -> dict[str, Any]:
+            questions: list[Question] = read_questions(out / "questions.jsonl")
+            llm = generator or build_llm(config.generate.llm)
+            _, summary = run_sync(generate_candidates(llm, questions, config.generate,
+                                                      out / "generate/candidates.jsonl",
+                                                      concurrency=config.generate.llm.concurrency, progress=progress))
+            return summary.model_dump()
 
-    prefs = stages.run("prefs", {"config": config.prefs.model_dump(mode="json", exclude={"llm"}),
-                                 "llm": _llm_identity(judge, config.prefs.llm),
-                                 "personas": [config.personas, config.persona_seed]},
-                       ["generate"], ["prefs"], prefs_stage,
-                       lambda r: f"ballots {r['valid_ballots']} valid, {r['invalid_ballots']} invalid; pairs {r['pairs']}")
+        stages.run("generate", {"config": config.generate.model_dump(mode="json", exclude={"llm"}),
+                                "llm": _llm_identity(generator, config.generate.llm)},
+                   ["questions"], ["generate"], generate_stage,
+                   lambda r: f"{r['candidates']} candidates, {len(r['failed'])} empty after every attempt")
+
+        def prefs_stage() -> dict[str, Any]:
+            panel = synthetic_personas(config.personas, config.persona_seed)
+            write_jsonl(out / "prefs/personas.jsonl", panel)
+            candidates = read_jsonl(out / "generate/candidates.jsonl", Candidate)
+            llm = judge or build_llm(config.prefs.llm)
+            summary = run_sync(collect_preferences(llm, candidates, panel, config.prefs, out / "prefs",
+                                                   concurrency=config.prefs.llm.concurrency, progress=progress))
+            return summary.model_dump()
+
+        stages.run("prefs", {"config": config.prefs.model_dump(mode="json", exclude={"llm"}),
+                             "llm": _llm_identity(judge, config.prefs.llm),
+                             "personas": [config.personas, config.persona_seed]},
+                   ["generate"], ["prefs"], prefs_stage,
+                   lambda r: f"ballots {r['valid_ballots']} valid, {r['invalid_ballots']} invalid; pairs {r['pairs']}")
 
     for criterion in criteria:
         def reward_stage(criterion: str = criterion) -> dict[str, Any]:
@@ -389,45 +515,51 @@ def run_alignment_pipeline(config: AlignConfig, generator: ChatModel | None = No
             return result.metrics
 
         stages.run(f"reward_{criterion}", {"config": config.reward.model_dump(mode="json"), "criterion": criterion},
-                   ["prefs"], [f"reward/{criterion}"], reward_stage,
+                   [pairs_stage[criterion]], [f"reward/{criterion}"], reward_stage,
                    lambda r: f"held-out pairwise accuracy {r['dev']['pairwise_accuracy']:.3f} on {r['dev']['n']} pairs")
 
     margin_criteria = [criterion for criterion in criteria if criterion != criteria[k]]  # MODPO's r_-k
 
     def data_stage() -> dict[str, Any]:
         pairs = {criterion: read_pairs(out / f"prefs/pairs_{criterion}.jsonl", criterion) for criterion in criteria}
-        votes = VoteResult.model_validate_json((out / "prefs/votes.json").read_text(encoding="utf-8"))
-        candidates = read_jsonl(out / "generate/candidates.jsonl", Candidate)
-        reward_models = {criterion: RewardModel.load(out / "reward" / criterion) for criterion in margin_criteria}
-        sft = _sft_examples(votes, candidates, criteria, weights)
-        modpo = _modpo_pairs(pairs[criteria[k]], reward_models, criteria, k, out / "data/margins.jsonl", progress)
-        joint = _joint_pairs(pairs)
+        if files:
+            sft = _sft_from_pairs(pairs, weights)
+        else:
+            votes = VoteResult.model_validate_json((out / "prefs/votes.json").read_text(encoding="utf-8"))
+            sft = _sft_examples(votes, read_jsonl(out / "generate/candidates.jsonl", Candidate), criteria, weights)
         write_jsonl(out / "data/sft.jsonl", sft)
-        write_jsonl(out / "data/modpo.jsonl", modpo)
-        write_jsonl(out / "data/joint.jsonl", joint)
-        return {"sft_examples": len(sft), "modpo_pairs": len(modpo), "joint_pairs": len(joint)}
+        counts = {"sft_examples": len(sft)}
+        if combined:
+            reward_models = {criterion: RewardModel.load(out / "reward" / criterion) for criterion in margin_criteria}
+            modpo = _modpo_pairs(pairs[criteria[k]], reward_models, criteria, k, out / "data/margins.jsonl", progress)
+            joint = _joint_pairs(pairs)
+            write_jsonl(out / "data/modpo.jsonl", modpo)
+            write_jsonl(out / "data/joint.jsonl", joint)
+            counts.update(modpo_pairs=len(modpo), joint_pairs=len(joint))
+        return counts
 
     data = stages.run("data", {"weights": weights, "objective_index": k, "criteria": criteria},
-                      ["prefs", "generate", *(f"reward_{criterion}" for criterion in margin_criteria)], ["data"],
-                      data_stage,
-                      lambda r: f"{r['sft_examples']} SFT examples, {r['modpo_pairs']} MODPO pairs, "
-                                f"{r['joint_pairs']} joint pairs")
+                      [*dict.fromkeys(pairs_stage.values()), *([] if files else ["generate"]),
+                       *(f"reward_{criterion}" for criterion in margin_criteria)], ["data"], data_stage,
+                      lambda r: ", ".join(f"{count} {_DATA_LABELS[name]}" for name, count in r.items()))
 
     adapters_dir = out / "adapters"
-    adapters = {name: str(adapters_dir / name) for name in ["sft", *(f"dpo_{c}" for c in criteria), "modpo", "joint"]}
+    names = ["sft", *(f"dpo_{c}" for c in criteria), *(["modpo", "joint"] if combined else [])]
+    adapters = {name: str(adapters_dir / name) for name in names}
     start = {"sft_adapter": adapters["sft"] if config.dpo_from_sft else None}
     after_sft = ["sft"] if config.dpo_from_sft else []
     jobs = [("sft", train_sft, _trainer_config(SFTTrainConfig, policy, out_dir=adapters["sft"]), ["data"],
              out / "data/sft.jsonl")]
     jobs += [(f"dpo_{criterion}", train_dpo,
               _trainer_config(DPOTrainConfig, policy, out_dir=adapters[f"dpo_{criterion}"], **start),
-              ["prefs", *after_sft], out / f"prefs/pairs_{criterion}.jsonl") for criterion in criteria]
-    jobs += [("modpo", train_modpo, _trainer_config(MODPOTrainConfig, policy, out_dir=adapters["modpo"],
-                                                    weights=weights, objective_index=k, **start),
-              ["data", *after_sft], out / "data/modpo.jsonl"),
-             ("joint", train_joint, _trainer_config(JointTrainConfig, policy, out_dir=adapters["joint"],
-                                                    objectives=criteria, weights=weights, **start),
-              ["data", *after_sft], out / "data/joint.jsonl")]
+              [pairs_stage[criterion], *after_sft], out / f"prefs/pairs_{criterion}.jsonl") for criterion in criteria]
+    if combined:
+        jobs += [("modpo", train_modpo, _trainer_config(MODPOTrainConfig, policy, out_dir=adapters["modpo"],
+                                                        weights=weights, objective_index=k, **start),
+                  ["data", *after_sft], out / "data/modpo.jsonl"),
+                 ("joint", train_joint, _trainer_config(JointTrainConfig, policy, out_dir=adapters["joint"],
+                                                        objectives=criteria, weights=weights, **start),
+                  ["data", *after_sft], out / "data/joint.jsonl")]
     for name, trainer, trainer_config, upstream, training_data in jobs:
         # Settings are the trainer's own (SFT has no beta); where it writes and starts from are not settings:
         # the SFT adapter enters through its output digest, so a moved run folder is still complete. Nor is
@@ -437,15 +569,23 @@ def run_alignment_pipeline(config: AlignConfig, generator: ChatModel | None = No
                    lambda trainer=trainer, trainer_config=trainer_config, training_data=training_data:
                    _training_report(trainer(trainer_config, training_data)), _loss_note)
 
-    soup_config = SoupConfig(model=policy.model, out_dir=str(adapters_dir / "soup"), weights=weights,
-                             adapters=[adapters[f"dpo_{criterion}"] for criterion in criteria], **start)
+    soup_config = None
+    omitted: dict[str, str] = {}
+    if combined:
+        soup_config = SoupConfig(model=policy.model, out_dir=str(adapters_dir / "soup"), weights=weights,
+                                 adapters=[adapters[f"dpo_{criterion}"] for criterion in criteria], **start)
 
-    def soup_stage() -> dict[str, Any]:
-        make_soup(soup_config)
-        return {"weights": weights}
+        def soup_stage() -> dict[str, Any]:
+            make_soup(soup_config)
+            return {"weights": weights}
 
-    stages.run("soup", soup_config.model_dump(mode="json", exclude={"out_dir", "adapters", "sft_adapter"}),
-               [f"dpo_{criterion}" for criterion in criteria] + after_sft, ["adapters/soup"], soup_stage)
+        stages.run("soup", soup_config.model_dump(mode="json", exclude={"out_dir", "adapters", "sft_adapter"}),
+                   [f"dpo_{criterion}" for criterion in criteria] + after_sft, ["adapters/soup"], soup_stage)
+    else:
+        reason = (f"one criterion ({criteria[0]}): MODPO, the joint loss and a LoRA soup combine two or more; "
+                  f"its DPO adapter is dpo_{criteria[0]}")
+        omitted = dict.fromkeys(["modpo", "joint", "soup"], reason)
+        log(f"modpo, joint, soup: not run: {reason}")
 
     reward = {}
     for criterion in criteria:
@@ -454,13 +594,18 @@ def run_alignment_pipeline(config: AlignConfig, generator: ChatModel | None = No
                                          dev_accuracy=metrics["dev"]["pairwise_accuracy"],
                                          train_accuracy=metrics["train"]["pairwise_accuracy"],
                                          n_dev=metrics["dev"]["n"], n_train=metrics["train"]["n"])
-    generated = stages.markers["generate"].result
+    if files:
+        counts = {"pairs": {criterion: stages.markers[f"import_{criterion}"].result["pairs"] for criterion in criteria},
+                  **data}
+    else:
+        generated, prefs = stages.markers["generate"].result, stages.markers["prefs"].result
+        counts = {"questions": generated["questions"], "candidates": generated["candidates"],
+                  "ballots": prefs["ballots"], "valid_ballots": prefs["valid_ballots"],
+                  "invalid_ballots": prefs["invalid_ballots"], "pairs": prefs["pairs"], **data}
     summary = AlignSummary(
-        out_dir=str(out), criteria=criteria, weights=weights, modpo_objective=criteria[k],
-        counts={"questions": generated["questions"], "candidates": generated["candidates"],
-                "ballots": prefs["ballots"], "valid_ballots": prefs["valid_ballots"],
-                "invalid_ballots": prefs["invalid_ballots"], "pairs": prefs["pairs"], **data},
-        reward=reward, adapters=adapters, soup=soup_config.out_dir,
+        out_dir=str(out), pairs_dir=config.pairs_dir, criteria=criteria, weights=weights,
+        modpo_objective=criteria[k] if combined else None, counts=counts, reward=reward, adapters=adapters,
+        soup=soup_config.out_dir if soup_config else None, omitted=omitted,
         training={name: TrainingReport.model_validate(stages.markers[name].result) for name in adapters},
         stages=stages.reports, wall_seconds=time.perf_counter() - started)
     write_json(out / "summary.json", summary.model_dump(mode="json"))
