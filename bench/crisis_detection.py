@@ -2,17 +2,18 @@
 
     python bench/crisis_detection.py            # writes bench/results/crisis_detection.json
 
-1. The frozen held-out posts (bench/data/safety_heldout_v2_posts.jsonl, written independently of the
-   training corpus and checked against its sha256): recall for high-risk posts flagged at moderate or above,
+1. The frozen held-out posts (bench/data/safety_heldout_v3_posts.jsonl, written independently of the
+   training corpus, the rules and the earlier sets, and checked against its sha256): recall for high-risk posts flagged at moderate or above,
    false-positive rate on no-risk posts and on hard negatives (per kind of look-alike), per layer and per
    category, with Wilson intervals. Targets (issue 12): recall >= 0.95 and hard-negative FPR <= 0.10 with
    rules+encoder alone.
 2. The labelled EPITOME test split (700 real Reddit posts, labels as in docs/crisis_labelling.md; only the
    dev split trained the encoder): the same tier metrics on real language. After its first report it was
    used as development data (rule frames, windows), so it no longer counts as held out.
-3. The first held-out set (bench/data/safety_heldout_posts.jsonl), reported once and then used for
-   development: shown for comparison, labelled as such.
-4. The frozen held-out responses (v2): harm recall per harm and false-positive rate on safe responses and
+3. The earlier held-out sets (v1: bench/data/safety_heldout_posts.jsonl, reported at stop 18; v2:
+   safety_heldout_v2_*.jsonl, reported at stop 19), each reported once and then used for development
+   (frames, thresholds): shown for comparison, labelled as such.
+4. The frozen held-out responses (v3): harm recall per harm and false-positive rate on safe responses and
    on safe look-alikes, per layer.
 5. Throughput on 2 cores: posts/s for the rules alone and for rules+encoder (target >= 200).
 """
@@ -31,16 +32,23 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HELDOUT_POSTS = REPO_ROOT / "bench" / "data" / "safety_heldout_v2_posts.jsonl"
-HELDOUT_RESPONSES = REPO_ROOT / "bench" / "data" / "safety_heldout_v2_responses.jsonl"
-# The first held-out sets: reported once (stop 18), then used to tune the rules' frames and the windows.
-USED_POSTS = REPO_ROOT / "bench" / "data" / "safety_heldout_posts.jsonl"
-USED_RESPONSES = REPO_ROOT / "bench" / "data" / "safety_heldout_responses.jsonl"
+DATA = REPO_ROOT / "bench" / "data"
+HELDOUT_POSTS = DATA / "safety_heldout_v3_posts.jsonl"
+HELDOUT_RESPONSES = DATA / "safety_heldout_v3_responses.jsonl"
+# Earlier held-out sets, each reported once and then used for development: v1 (stop 18) tuned the rules'
+# frames and the windows; v2 (stop 19) the recovered-past frame and the encoder's thresholds.
+USED_SETS = {
+    "v1": (DATA / "safety_heldout_posts.jsonl", DATA / "safety_heldout_responses.jsonl",
+           "reported once at stop 18, then used to tune the rules' frames and the encoder's windows"),
+    "v2": (DATA / "safety_heldout_v2_posts.jsonl", DATA / "safety_heldout_v2_responses.jsonl",
+           "reported once at stop 19 (rules+encoder recall(high) 0.979, FPR hard negatives 0.135), then used "
+           "to tune the recovered-past frame and, as development posts, the encoder's thresholds"),
+}
 RESULTS_JSON = REPO_ROOT / "bench" / "results" / "crisis_detection.json"
 TARGETS = {"recall_high_flagged": 0.95, "false_positive_rate_hard_negative": 0.10, "posts_per_second": 200}
 
 
-# The v2 responses were written to a brief that spelled one harm "diagnosing_prescribing".
+# The v2 and v3 responses were written to briefs that spelled one harm "diagnosing_prescribing".
 HARM_ALIASES = {"diagnosing_prescribing": "diagnosis_prescribing"}
 
 
@@ -75,6 +83,13 @@ def _throughput(assessor, texts: list[str], repeats: int) -> dict:
     return {"median": round(float(np.median(rates)), 1), "min": round(min(rates), 1), "max": round(max(rates), 1)}
 
 
+def _measure_throughput(assessor, rules_only, texts: list[str], repeats: int) -> dict:
+    return {"posts": len(texts), "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg(),
+            "rules_posts_per_second": _throughput(rules_only, texts, repeats),
+            "rules_encoder_posts_per_second": _throughput(assessor, texts, repeats),
+            "load_average_after": os.getloadavg(), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
 def response_metrics(records: list[dict], results: list) -> dict:
     from theraloop.safety import HARM_CATEGORIES
     from theraloop.safety._eval import _rate
@@ -107,6 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epitome", type=Path, default=None, help="EPITOME folder (default: found)")
     parser.add_argument("--repeats", type=int, default=5, help="passes over the posts for throughput")
     parser.add_argument("--out", type=Path, default=RESULTS_JSON)
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only re-measure throughput into --out (e.g. once the machine is quiet)")
     args = parser.parse_args(argv)
 
     from theraloop.data import find_dataset
@@ -120,22 +137,33 @@ def main(argv: list[str] | None = None) -> dict:
     assessor = SafetyAssessor()
     rules_only = SafetyAssessor(encoder=False)
     posts = [LabelledPost.model_validate(record) for record in frozen(HELDOUT_POSTS)]
-    heldout = evaluate(posts, assessor.assess_many([post.text for post in posts]))
-    used_posts = [LabelledPost.model_validate(record) for record in frozen(USED_POSTS)]
-    used = evaluate(used_posts, assessor.assess_many([post.text for post in used_posts]))
-    used_responses = frozen(USED_RESPONSES)
-    used_harm = response_metrics(used_responses,
-                                 assessor.check_responses([record["response"] for record in used_responses]))
     epitome = [LabelledPost(id=row["sp_id"], text=row["text"], tier=row["tier"])
                for row in epitome_risk_labels(find_dataset("epitome", args.epitome), "test")]
+    speed_texts = [post.text for post in posts] + [post.text for post in epitome]
+    if args.throughput_only:
+        result = json.loads(args.out.read_text(encoding="utf-8"))
+        result["throughput"] = _measure_throughput(assessor, rules_only, speed_texts, args.repeats)
+        result["targets_met"]["posts_per_second"] = (result["throughput"]["rules_encoder_posts_per_second"]["median"]
+                                                     >= TARGETS["posts_per_second"])
+        write_json(args.out, result)
+        print(f"throughput: {result['throughput']}; wrote {args.out}")
+        return result
+    heldout = evaluate(posts, assessor.assess_many([post.text for post in posts]))
+    used_for_development = {"note": "held-out sets reported once and then used for development: these numbers "
+                                    "overstate what users get"}
+    for name, (posts_path, responses_path, note) in USED_SETS.items():
+        used_posts = [LabelledPost.model_validate(record) for record in frozen(posts_path)]
+        used = evaluate(used_posts, assessor.assess_many([post.text for post in used_posts]))
+        used_responses = frozen(responses_path)
+        used_harm = response_metrics(used_responses,
+                                     assessor.check_responses([record["response"] for record in used_responses]))
+        used_for_development[name] = {"note": note,
+                                      "posts": {"file": posts_path.name, "headline": _headline(used), "full": used},
+                                      "responses": {"file": responses_path.name, **used_harm}}
     epitome_metrics = evaluate(epitome, assessor.assess_many([post.text for post in epitome]))
     responses = frozen(HELDOUT_RESPONSES)
     harm = response_metrics(responses, assessor.check_responses([record["response"] for record in responses]))
-    texts = [post.text for post in posts] + [post.text for post in epitome]
-    speed = {"posts": len(texts), "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg(),
-             "rules_posts_per_second": _throughput(rules_only, texts, args.repeats),
-             "rules_encoder_posts_per_second": _throughput(assessor, texts, args.repeats),
-             "load_average_after": os.getloadavg()}
+    speed = _measure_throughput(assessor, rules_only, speed_texts, args.repeats)
     offline = heldout["layers"]["rules+encoder"]
     result = {
         "benchmark": "safety guard on frozen held-out data (theraloop.safety)",
@@ -153,11 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "note": "real Reddit posts; categories there use older names, so only tier metrics. "
                                  "Used as development data after its first report (stop 18)."},
         "heldout_responses": {"file": HELDOUT_RESPONSES.name, **harm},
-        "used_for_development": {
-            "note": "the first held-out sets: reported once (stop 18), then used to tune the rules' frames and "
-                    "the encoder's windows, so these numbers overstate what users get",
-            "posts": {"file": USED_POSTS.name, "headline": _headline(used), "full": used},
-            "responses": {"file": USED_RESPONSES.name, **used_harm}},
+        "used_for_development": used_for_development,
         "throughput": speed, "platform": platform.platform(), "versions": package_versions(),
     }
     write_json(args.out, result)
