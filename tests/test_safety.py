@@ -89,6 +89,14 @@ def test_rules_leave_figurative_past_fictional_and_clinical_text_alone(text):
     "nursing exam tomorrow on managing paracetamol overdose",        # study
     "in the film the hero tries to end his life in the last scene, why did they cut it?",  # fiction
     "when i was 17 i overdosed. that was 15 years ago and i'm doing well now",  # recovered
+    "my best friend told me last month she's been feeling suicidal. how do i bring it up?",  # her own clause
+    "my 8 year old said 'i wish i was dead' when i took his tablet away. normal tantrum?",  # reported speech
+    "my flatmate keeps making jokes about wanting to die, should i ask him directly?",
+    "seven years ago tonight i overdosed. today i hiked with my brother and i'm happy.",  # an anniversary
+    "overslept and spilled coffee on my shirt. today can just go jump off a bridge honestly",
+    "psychology undergrad: what's the difference between passive and active suicidal ideation?",
+    "final goodbye to my old car today, 220,000 miles",
+    "writing letters to my kids to open on their 18th birthdays, anyone else do this?",
 ])
 def test_frames_keep_rule_matches_as_low_evidence(text):
     assessment = rules(text)
@@ -106,6 +114,10 @@ def test_frames_keep_rule_matches_as_low_evidence(text):
     ("used to cut years ago, clean for ages, but the urges are back and i cut myself again tonight",
      RiskTier.HIGH),
     ("exams are done and i'm going to kill myself this weekend", RiskTier.HIGH),
+    ("i told my friend i want to die", RiskTier.MODERATE),  # the writer's own clause
+    # a recovered past with a present clause across a contrast, or recent time outside the past
+    ("i overdosed years ago and got help, but this week i overdosed again", RiskTier.HIGH),
+    ("i was suicidal in 2016 and got help. i'm fine. tonight i keep thinking about suicide", RiskTier.HIGH),
 ])
 def test_frames_do_not_hide_a_disclosure(text, tier):
     assert rules(text).tier == tier, [(s.evidence, s.tier) for s in rules(text).signals]

@@ -58,13 +58,18 @@ _FIGURATIVE = re.compile("|".join([
     r"stage|seat|chair|bath)\b",
     r"\b(?:wish|want) (?:i could )?(?:just )?(?:not wake up|sleep) (?:till|until) (?:noon|lunch|midday)\b|"
     r"\bnot wake up (?:tomorrow|till|until)\b(?=.{0,40}\b(?:day off|lie in|sleep in|noon)\b)",
-    r"\bwant to disappear (?:for a (?:bit|while|week|weekend)|under (?:my|the) (?:duvet|covers|blanket))\b",
+    r"\bwant to disappear (?:for a (?:bit|while|week|weekend)|under (?:my|the) (?:duvet|covers|blanket)|into (?:a|my|the) "
+    r"(?:book|game|series|show|novel|garden|hobby|music)|(?:to|for) (?:a|the) (?:cabin|beach|mountains|weekend|holiday))\b",
+    r"\bmy last (?:post|day|shift|week|message) (?:for a (?:while|bit|few \w+)|before (?:my|the|i go on) (?:holiday|trip|"
+    r"break|leave|retreat))\b",
     r"\bwon'?t be here\b.{0,40}\b(?:off to|holiday|trip|vacation|away|moving)\b",
     r"\bwhy am i still here\b(?=.{0,60}\b(?:office|party|work|meeting|queue|shop|class|pub|bar)\b)",
     r"\bbetter off without me on (?:this|the) (?:trip|holiday|team|night)\b",
     r"\bmost painless way to (?:do it|take|get|remove|rip)\b(?=.{0,5}\?)|\b(?:plaster|bandage|wax)\b.{0,60}"
     r"\bpainless way\b",
     r"\bfastest way to go (?:from|to)\b",
+    r"\b(?:today|this (?:day|week|year)|monday|work|it|they|he|she|you) (?:can|should|could) (?:just )?(?:go )?"
+    r"(?:jump off a (?:bridge|cliff)|die in a (?:fire|ditch))\b",
     r"\bold (?:self[- ]?harm )?scars\b|\bscars (?:are|'re|re) (?:\d+|ten|\w+)\+? years old\b",
     r"\baffairs in order before (?:my|the|a|an) (?:\w+ ){0,2}(?:operation|surgery|replacement|procedure|op|trip|"
     r"move|deployment|holiday|travels?)\b",
@@ -81,8 +86,18 @@ SELF_DIRECTED = frozenset({
 _THIRD_PARTY = re.compile(
     r"\b(?:he|she|they|someone|somebody|people|person|patient|patients|client|clients|student|students|pupil|kid|"
     r"kids|child|children|teens?|men|women|friends?|mates?|colleagues?|brothers?|sisters?|sons?|daughters?|mum|mom|mam|dad|"
+    r"flatmates?|roommates?|housemates?|classmates?|co-?workers?|boss|manager|teacher|nieces?|nephews?|grand(?:son|daughter)s?|"
+    r"step(?:dad|mum|mom|son|daughter)|callers?|members?|lads|\d+ ?(?:year|yr)s?[- ]old|toddler|teenager|"
     r"father|mother|uncle|aunt|nan|gran|grandad|grandma|cousin|husband|wife|boyfriend|girlfriend|partner|"
     r"neighbou?r|character|protagonist|lead|hero|heroine|author|singer|celebrity|actor)(?:'s)?\b")
+# A verb right after the third party: it is the subject of a clause of its own.
+_CLAUSE_VERB = re.compile(
+    r"\s*(?:'s|'d|is|was|has|had|have|keeps?|kept|been|feels?|felt|says?|said|told|tells|tried|tries|wants?|wanted|"
+    r"talks?|talked|makes?|made|jokes?|joked|started|seems?|seemed|gets?|got|used|might|may|could|would|will|can|"
+    r"does|did|is being|was being)\b")
+# A verb of speech opening a quotation: what follows, up to the closing mark, is the speaker's.
+_REPORTED = re.compile(r"\b(?:said|says|saying|say|told (?:me|us)|tells (?:me|us)|goes|went|wrote|texted|posted|"
+                       r"screamed|shouted|yelled)\W{0,3}['\"]")
 # Pronouns that make a sentence a disclosure ("my" alone does not: "my brother", "my essay").
 _FIRST_PERSON = re.compile(r"\b(?:i|i'?m|im|i'?ve|ive|i'?d|i'?ll|me|myself|my ?self)\b")
 # Study, work, news and fiction: someone asking about risk rather than disclosing it.
@@ -94,7 +109,9 @@ _STUDY_OR_FICTION = re.compile(
     r"newspaper|investigations?|advocate|masters|degree|"
     r"(?:i'?m|im|i am|as) an? (?:nurse|gp|doctor|pharmacist|paramedic|teacher|social worker|counsell?or|"
     r"therapist|psychiatrist|psychologist|call handler|volunteer|carer|midwife|youth worker)|"
-    r"novel|fanfic|fan ?fiction|screenplay|screenwriting|protagonist|chapter|poem|poetry|lyrics|"
+    r"novel|fanfic|fan ?fiction|screenplay|screenwriting|protagonist|chapter|poem|poetry|lyrics|song|songwriting|"
+    r"(?:short )?film|a-?levels?|gcses?|media studies|book club|reading group|helpline|campaign|dungeon master|"
+    r"short story|tutor|undergrad\w*|psychology|research methods|theory of|c-?ssrs|"
     r"(?:main|my|the|a|this) character|creative writing|writing (?:class|group|prompt)|am-?dram|act \d|"
     r"(?:in|of|from|watching) (?:the|a|this|that|my) (?:show|film|movie|book|novel|story|game|series|episode|"
     r"play|comic|manga|anime|documentary|podcast|song))s?\b")
@@ -121,30 +138,46 @@ _REVEAL = re.compile(
 # The writer is well now.
 _RECOVERED = re.compile(
     r"\b(?:(?:been|stayed|staying|got|now|am|i'?m|im) (?:clean|sober)|(?:clean|sober) (?:for|since|now)|recovered|"
-    r"in recovery|survived|signed me off|stable|well on|been well|"
+    r"in recovery|survived|signed me off|discharged|stable|well on|been well|"
     r"became a (?:grand)?(?:mother|father|mum|mom|dad|parent)|doing (?:well|great|good|brilliantly|fine|"
-    r"so much better)|at peace|proud of (?:myself|me)|it (?:really )?(?:does )?gets? better|survivor|peer support|"
-    r"(?:i'?m|im|i am) (?:\d+ )?(?:now )?(?:and )?(?:fine|well|happy|safe|okay|ok|good|better|doing well|in a good place)|"
-    r"happily|in a (?:good|great|much better) place|years? (?:clean|sober|free|well|symptom[- ]free)|"
-    r"(?:haven'?t|have not|not) (?:\w+ ){0,2}(?:since|in (?:over |more than )?(?:years|a decade|\w+ years))|no symptoms since|celebrat\w*|"
-    r"doing (?:really|so|very) (?:well|good)|(?:my )?life is (?:\w+ )?(?:good|great|better|full)|"
-    r"glad (?:every day |each day )?(?:i (?:didn'?t|did not|'m still here)|to be (?:alive|here))|"
+    r"so much better)|at peace|proud of (?:myself|me|who i am|how far)|it (?:really )?(?:does )?gets? better|survivor|"
+    r"peer support|(?:i'?m|im|i am) (?:\d+ )?(?:now )?(?:and )?(?:(?:honestly|genuinely|really|so|actually|finally|"
+    r"truly) )?(?:fine|well|happy|safe|okay|ok|good|better|doing well|in a good place|content|strong|thriving|grateful)|"
+    r"(?:now )?(?:i'?m|im|i am) (?:now )?a (?:proud )?(?:dad|mum|mom|father|mother|parent|grand\w+)|"
+    r"feeling (?:so |really |very )?(?:strong|good|great|better|lucky|grateful|content|proud)|gratitude|"
+    r"happily|in a (?:good|great|much better) place|(?:years?|months|[\d,]+ days) (?:clean|sober|free|well|symptom[- ]free)|"
+    r"(?:sober|clean) [\d,]+ (?:days|months|years)|(?:no|not having(?: any)?) (?:dark thoughts|urges|cravings)|zero (?:urges|cravings|regrets)|"
+    r"(?:haven'?t|have not|not) (?:\w+ ){0,2}(?:since|in (?:over |more than )?(?:years|a decade|\w+ years))|"
+    r"no symptoms since|celebrat\w*|doing (?:really|so|very) (?:well|good)|(?:my )?life is (?:\w+ )?(?:good|great|"
+    r"better|full)|glad (?:every day |each day )?(?:i (?:didn'?t|did not|'m still here)|to be (?:alive|here))|"
     r"(?:therapy|treatment|medication|meds|rehab|support) (?:really )?(?:helped|saved|worked)|saved my life|"
     r"got (?:the )?help|made (?:my )?peace with|(?:finally )?(?:divorced|got out|left (?:him|her|them) in)|"
     r"(?:we|we'?re|we are|i'?m|im|i am|both) (?:all )?safe now)\b")
-# Anything that makes the risk current.
-_CURRENT = re.compile(
-    r"\b(?:again|lately|tonight|these days|this week|right now|still (?:want|think|feel|have|get|hear|cut)|"
-    r"keep thinking|can'?t stop thinking|urges?|tempted|craving|relapse\w*|slipping|started again|"
-    r"(?:want|wanna|going|gonna|plan(?:ning)?) to (?:die|end|kill|hurt|cut|disappear|use|drink|do it)|"
-    r"same as (?:last time|before)|collecting|stockpil\w*|hoarding|(?:the |this )?(?:last|past) (?:week|few|night|"
-    r"month|couple)|recently|tomorrow|this weekend|just (?:took|taken|swallowed|cut|drank|did it)|goodbye|"
-    r"(?:have|got|bought|counted|saved) (?:up )?(?:the |enough |some )?(?:pills|tablets|rope|gun|blade|razor)s?)\b")
+# Present risk, wherever it is said (negated urges, "no cravings", are removed first).
+_CURRENT_RISK = re.compile(
+    r"\b(?:still (?:want|think|feel|have|get|hear|cut)|keep thinking|can'?t stop thinking|urges?|tempted|craving|"
+    r"relapse\w*|slipping|started again|(?:want|wanna|going|gonna|plan(?:ning)?) to (?:die|end|kill|hurt|cut|"
+    r"disappear|use|drink|do it)|same as (?:last time|before)|collecting|stockpil\w*|hoarding|"
+    r"just (?:took|taken|swallowed|cut|drank|did it)|(?:have|got|bought|counted|saved) (?:up )?(?:the |enough |some )?"
+    r"(?:pills|tablets|rope|gun|blade|razor)s?)\b")
+_NEGATED_URGE = re.compile(r"\b(?:no|zero|not having|not had|without|don'?t (?:get|have)|haven'?t had|free of) (?:any )?"
+                           r"(?:\w+ )?(?:urges?|cravings?|relapses?)\b")
+# Recent time makes a sentence current unless the sentence places itself in the past ("seven years ago
+# tonight I almost didn't make it" is an anniversary).
+_RECENT = re.compile(r"\b(?:again|lately|tonight|these days|this (?:week|month)|right now|(?:the |this )?(?:last|past) "
+                     r"(?:week|few|night|month|couple)|recently|tomorrow|this weekend|goodbye|(?:is|are|'s|came|coming) "
+                     r"back)\b")
 _PAST_TIME = re.compile(
-    r"\b(?:years? ago|months ago|a decade ago|used to|in the past|back (?:in|then)|in (?:19|20)\d\d|"
+    r"\b(?:(?:years?|yrs?|months|a decade) ago|used to|in the past|back (?:in|then)|in (?:19|20)\d\d|"
     r"from (?:19|20)\d\d|since (?:19|20)\d\d|when i was|as a (?:teen\w*|kid|child)|(?:in|from) my (?:teens|20s|twenties|"
-    r"youth)|at (?:1\d|2\d)\b|(?:\w+ )?years since|(?:it'?s|it has|it'?s been|been) (?:\d+|\w+) years|after years|"
-    r"(?:back )?(?:in|at|during) (?:uni|university|college|school|high school|sixth form)\b|anniversary of)")
+    r"youth)|at (?:1\d|2\d)\b|(?:\w+ )?years since|(?:it'?s|it has|it'?s been|been) (?:\d+|\w+) (?:years|months)|"
+    r"after years|(?:years?|months) (?:out|on) from|(?:gave up|quit|stopped) (?:drinking|drugs|using|cutting|purging|"
+    r"the booze)|(?:didn'?t|never) think i'?d (?:see|make it)|i was (?:suicidal|in a (?:really |very )?(?:bad|dark) "
+    r"(?:place|patch))|went through a (?:\w+ )?(?:dark|bad|rough) (?:patch|time|place)|"
+    r"(?:back )?(?:in|at|during) (?:uni|university|college|school|high school|sixth form)\b|anniversary of|"
+    r"(?:a )?long time ago)")
+# Sentences, and clauses across a contrast ("stable since 2015, but the last week the radio talks to me again").
+_CLAUSE_END = re.compile(r"(?<=[.!?\n])\s+|\b(?:but|however|though|although|yet)\b|;")
 
 
 def figurative_spans(sentence: str) -> list[tuple[int, int]]:
@@ -153,16 +186,26 @@ def figurative_spans(sentence: str) -> list[tuple[int, int]]:
 
 def third_party(sentence: str, match: tuple[int, int]) -> bool:
     """Someone else is the subject of the words before the match: a third party named within 60 characters,
-    no first person between it and the match, nor before it (as in "I keep thinking of pushing people"), and no
-    question of lethality ("if someone cut really deep, how long would they have")."""
+    no first person between it and the match, nor before it (as in "I keep thinking of pushing people") unless
+    the third party starts a clause of its own ("my friend told me she's been feeling suicidal"), and no
+    question of lethality ("if someone cut really deep, how long would they have"). Words the third party is
+    quoted as saying are theirs ("my son said 'i wish i was dead'")."""
     if _LETHALITY.search(sentence):
         return False
     before = sentence[max(0, match[0] - 60):match[0]]
     subjects = list(_THIRD_PARTY.finditer(before))
     if not subjects:
         return False
-    around = before[:subjects[-1].start()] + before[subjects[-1].end():] + sentence[match[0]:match[1]]
-    return not _FIRST_PERSON.search(around)
+    subject = subjects[-1]
+    after_subject = before[subject.end():]
+    quote = _REPORTED.search(after_subject)
+    if quote and not re.search(r"['\"]", after_subject[quote.end():]):
+        return True
+    if _FIRST_PERSON.search(after_subject + sentence[match[0]:match[1]]):
+        return False
+    starts_clause = (subject.group(0).split("'")[0] in ("he", "she", "they")  # a pronoun is always a subject
+                     or bool(_CLAUSE_VERB.match(after_subject)))
+    return starts_clause or not _FIRST_PERSON.search(before[:subject.start()])
 
 
 def asked_or_studied(sentences: list[str], index: int, match: tuple[int, int]) -> bool:
@@ -186,5 +229,8 @@ def revealed(text: str) -> bool:
 
 
 def recovered(text: str) -> bool:
-    """The post places its risk in the past and says the writer is well, with nothing current."""
-    return bool(_PAST_TIME.search(text) and _RECOVERED.search(text) and not _CURRENT.search(text))
+    """The post places its risk in the past and says the writer is well, with nothing current: no present
+    risk anywhere, and no sentence or clause in recent time that is not placed in the past."""
+    if not (_PAST_TIME.search(text) and _RECOVERED.search(text)) or _CURRENT_RISK.search(_NEGATED_URGE.sub(" ", text)):
+        return False
+    return not any(_RECENT.search(sentence) and not _PAST_TIME.search(sentence) for sentence in _CLAUSE_END.split(text))

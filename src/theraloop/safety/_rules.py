@@ -53,7 +53,8 @@ _RISK_PATTERNS: list[tuple[str, RiskTier, str]] = [
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:over ?dos(?:e|ed|ing)|od'd|oded|jump(?:ing)? off (?:a|the) (?:bridge|building|roof|cliff))\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:into|onto|in front of) (?:oncoming traffic|(?:a|the) (?:train|bus|truck))\b"),
     ("preparatory_acts", RiskTier.HIGH, r"\b(?:pile|bottle|stash|handful|bunch) of (?:pills|tablets)\b"),
-    ("preparatory_acts", RiskTier.HIGH, r"\b(?:goodbye|farewell) (?:letters?|notes?|messages?)\b|\bfinal goodbye\b"),
+    ("preparatory_acts", RiskTier.HIGH, r"\b(?:goodbye|farewell) (?:letters?|notes?|messages?)\b|\bfinal goodbye\b(?! to (?:my|the|our) (?:old |beloved |"
+     r"first )?(?:car|house|flat|home|van|bike|job|office|school|desk|team|dog|cat|horse|\w+ (?:car|house|home|van)))"),
     ("preparatory_acts", RiskTier.HIGH, r"\bgiv(?:e|ing|en) away (?:all )?my (?:things|stuff|belongings|possessions)\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:this|tonight|today) (?:is|will be) (?:my|the) last\b|\btonight is the night\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\bwon'?t be (?:here|around|alive|there) (?:much longer|for long|anymore|tomorrow)\b|\b(?:i'?m|im|i am) (?:so |just )?ready to (?:die|go(?=\s*(?:[.!,]|$|now\b|forever|for good|soon|tonight)))"),
@@ -110,7 +111,7 @@ _RISK_PATTERNS: list[tuple[str, RiskTier, str]] = [
     ("preparatory_acts", RiskTier.HIGH, r"\b(?:sav(?:ing|ed)|stockpil\w*|hoard\w*|stash(?:ing|ed)|count(?:ing|ed)|been keeping|squirrel(?:l)?(?:ing|ed) away) (?:up )?(?:\w+ ){0,3}?(?:pills|tablets|meds|insulin|sleeping pills|painkillers|my (?:prescription|medication))\b"),
     ("preparatory_acts", RiskTier.HIGH, r"\b(?:bought|buying|ordered|got hold of|picked up) (?:a |some |the |myself a )?(?:rope|noose|gun|pistol|rifle|shotgun|razor blades|helium|charcoal)\b(?! (?:for (?:the |a |my |our )?(?:duck|deer|hunting|climbing|camping|bbq|tyre|tire|swing|boat|garden|"
                r"allotment|tent|washing|dog|horse|range|club|season)|at the (?:range|club)))"),
-    ("preparatory_acts", RiskTier.HIGH, r"\b(?:wrote|writing|written|left|drafted|finished) (?:\w+ ){0,3}?(?:letters|notes|a letter|a note) (?:to|for) (?:everyone|each of|my (?:family|kids|children|mum|mom|dad|parents|wife|husband|partner|friends|sister|brother|son|daughter))\b(?!.{0,40}\b(?:birthday|christmas|thank|wedding|anniversary)\b)"),
+    ("preparatory_acts", RiskTier.HIGH, r"\b(?:wrote|writing|written|left|drafted|finished) (?:\w+ ){0,3}?(?:letters|notes|a letter|a note) (?:to|for) (?:everyone|each of|my (?:family|kids|children|mum|mom|dad|parents|wife|husband|partner|friends|sister|brother|son|daughter))\b(?!.{0,40}\b(?:birthdays?|christmas|thank\w*|weddings?|anniversar\w*|graduat\w*|to open (?:on|when|at)))"),
     ("preparatory_acts", RiskTier.HIGH, r"\bsett?l(?:e|ed|ing) my affairs\b|\bput(?:ting)? my affairs in order\b|\btie (?:up )?(?:all )?(?:the |my )?loose ends\b|\bmy (?:passwords|bank details|account details) (?:so|for when)\b"),
     # A will alone is ordinary life; with other signals the encoder and the other patterns carry the risk.
     ("preparatory_acts", RiskTier.LOW, r"\b(?:made|making|wrote|writing) (?:out )?my will\b"),
