@@ -419,3 +419,24 @@ def test_development_posts_are_validated_line_by_line(tmp_path):
                     encoding="utf-8")
     (example,) = load_dev_posts(path)
     assert (example.tier, example.label, example.source) == (RiskTier.HIGH, "risk", "dev.jsonl:a")
+
+
+def test_counselchat_negatives_are_the_stored_ones_once_a_model_is_trained(tmp_path):
+    """A model's development split must not move when the rules change after training: with the ids stored
+    beside the model, exactly those questions are used, whatever the rules flag now."""
+    import csv
+
+    from theraloop.safety._fit import counselchat_everyday_questions
+
+    rows = [("1", "stress", "Work is busy", "How do I switch off after work each evening?"),
+            ("2", "stress", "Bad week", "I want to kill myself, I have the pills."),
+            ("3", "depression", "Low", "I feel flat most days and cannot enjoy anything at all."),
+            ("1", "stress", "Work is busy", "How do I switch off after work each evening?")]
+    with open(tmp_path / "20200325_counsel_chat.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["questionID", "topic", "questionTitle", "questionText"])
+        writer.writerows(rows)
+    assert [row["id"] for row in counselchat_everyday_questions(tmp_path)] == ["1"]  # topic and rules filter
+    assert [row["id"] for row in counselchat_everyday_questions(tmp_path, ["2", "1"])] == ["1", "2"]
+    with pytest.raises(ValueError, match="1 of the model's CounselChat questions are missing"):
+        counselchat_everyday_questions(tmp_path, ["1", "9"])

@@ -49,17 +49,32 @@ COUNSELCHAT_EVERYDAY_TOPICS = frozenset({
     "children-adolescents", "counseling-fundamentals"})
 
 
-def counselchat_everyday_questions(root: Path) -> list[dict]:
-    """{id, text} of CounselChat questions on everyday topics that no rule flags (one per question)."""
+# The CounselChat questions a model was trained with, stored beside it: the rules change after training, and
+# re-filtering with them would change the examples and so the development split its thresholds need.
+COUNSELCHAT_IDS_FILE = "counselchat_everyday_ids.txt"
+
+
+def counselchat_everyday_questions(root: Path, only_ids: list[str] | None = None) -> list[dict]:
+    """{id, text} of CounselChat questions on everyday topics that no rule flags (one per question), or,
+    with `only_ids`, exactly those questions (in the file's order)."""
     from theraloop.safety._rules import risk_signals
+
+    wanted = set(only_ids) if only_ids is not None else None
 
     questions: dict[str, dict] = {}
     with open(root / "20200325_counsel_chat.csv", encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(handle):
             text = f"{row['questionTitle'].strip()}. {row['questionText'].strip()}".strip(". ")
-            if row["topic"] in COUNSELCHAT_EVERYDAY_TOPICS and row["questionID"] not in questions and len(text) > 20:
+            if row["questionID"] in questions:
+                continue
+            if wanted is not None:
+                if row["questionID"] in wanted:
+                    questions[row["questionID"]] = {"id": row["questionID"], "text": text}
+            elif row["topic"] in COUNSELCHAT_EVERYDAY_TOPICS and len(text) > 20:
                 if not any(signal.tier >= RiskTier.MODERATE for signal in risk_signals(text)):
                     questions[row["questionID"]] = {"id": row["questionID"], "text": text}
+    if wanted is not None and len(questions) != len(wanted):
+        raise ValueError(f"{root}: {len(wanted) - len(questions)} of the model's CounselChat questions are missing")
     return list(questions.values())
 
 
@@ -154,7 +169,7 @@ def _write_card(folder: Path, thresholds: dict, extra: dict) -> None:
 
 
 def development_split(epitome_root: Path, counselchat_root: Path | None, dev_fraction: float, seed: int,
-                      weak_safe_responses: bool = True):
+                      weak_safe_responses: bool = True, counselchat_ids: list[str] | None = None):
     """(all examples, train, dev, CounselChat questions used): the written corpus, EPITOME's labelled dev
     posts, weak safe EPITOME responses and optional CounselChat everyday questions, split with `seed` (the same seed gives the same split)."""
     from sklearn.model_selection import train_test_split
@@ -163,7 +178,7 @@ def development_split(epitome_root: Path, counselchat_root: Path | None, dev_fra
 
     # EPITOME's labelled test part stays out of training: bench/crisis_detection.py reports on it.
     examples = default_corpus() + load_epitome_posts(epitome_risk_labels(epitome_root, "dev"))
-    everyday = counselchat_everyday_questions(counselchat_root) if counselchat_root else []
+    everyday = counselchat_everyday_questions(counselchat_root, counselchat_ids) if counselchat_root else []
     examples += [post_example(row["text"], RiskTier.LOW, [], f"counselchat:{row['id']}", "counselchat")
                  for row in everyday]
     if weak_safe_responses:
@@ -184,6 +199,12 @@ def load_dev_posts(path: Path) -> list:
     # Validated line by line: a bad line is reported with its file, line and field.
     return [post_example(post.text, RiskTier.parse(post.tier), None, f"{path.name}:{post.id}", post.kind or "")
             for post in read_jsonl(path, LabelledPost)]
+
+
+def _split_digest(dev: list) -> str:
+    """Which examples the development split holds: `--thresholds-only` must see the split the model was
+    trained without."""
+    return hashlib.sha256("\n".join(sorted(example.source + "\t" + example.text for example in dev)).encode()).hexdigest()
 
 
 def thresholds_for(folder: Path, dev: list, threads: int | None = None) -> tuple[dict, dict]:
@@ -210,14 +231,19 @@ def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction:
     choose its thresholds again."""
     from theraloop.safety._train import CORPUS_DIR, TrainSettings, export_onnx, train_classifier
 
-    examples, train, dev, everyday = development_split(epitome_root, counselchat_root, dev_fraction, seed)
+    ids_file = out / COUNSELCHAT_IDS_FILE
+    stored_ids = ids_file.read_text(encoding="utf-8").split() if thresholds_only and ids_file.is_file() else None
+    examples, train, dev, everyday = development_split(epitome_root, counselchat_root, dev_fraction, seed,
+                                                       counselchat_ids=stored_ids)
     extra_dev = extra_dev or []
     settings = TrainSettings(epochs=epochs, seed=seed, threads=threads, trainable_layers=trainable_layers)
     if thresholds_only:
         card = json.loads((out / "safety.json").read_text(encoding="utf-8"))
         weak = sum(example.label == "epitome_weak_safe" for example in examples)
         if (card.get("settings", {}).get("seed") != seed or card.get("dev_fraction") != dev_fraction
-                or card.get("epitome_weak_safe_responses", 0) != weak):
+                or card.get("epitome_weak_safe_responses", 0) != weak
+                or card.get("counselchat_everyday_negatives", 0) != len(everyday)
+                or card.get("development_split_sha256", _split_digest(dev)) != _split_digest(dev)):
             raise ValueError(f"{out}: the model was trained on another split (seed, development share or data); "
                              "retrain it")
         settings = TrainSettings(**card["settings"])
@@ -237,6 +263,7 @@ def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction:
             model, tokenizer = train_classifier(examples, settings, frozen_cache=frozen_cache)
         out.mkdir(parents=True, exist_ok=True)
         export_onnx(model, tokenizer, out)
+        ids_file.write_text("\n".join(row["id"] for row in everyday) + "\n", encoding="utf-8")
     corpus_files = sorted(CORPUS_DIR.glob("*.jsonl")) + [LABELS_CSV] + (
         [counselchat_root / "20200325_counsel_chat.csv"] if counselchat_root else [])
     _write_card(out, thresholds, {
@@ -248,6 +275,7 @@ def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction:
         "n_examples": len(examples) if retrain else len(train), "dev_fraction": dev_fraction,
         "counselchat_everyday_negatives": len(everyday),
         "epitome_weak_safe_responses": sum(example.label == "epitome_weak_safe" for example in examples),
+        "development_split_sha256": _split_digest(dev),
         "extra_development_posts": sorted({example.source.split(":")[0] for example in extra_dev}),
         "dev_metrics": dev_metrics,
         "note": "thresholds chosen for the rules and encoder together on the development split of a model "
