@@ -440,3 +440,22 @@ def test_counselchat_negatives_are_the_stored_ones_once_a_model_is_trained(tmp_p
     assert [row["id"] for row in counselchat_everyday_questions(tmp_path, ["2", "1"])] == ["1", "2"]
     with pytest.raises(ValueError, match="1 of the model's CounselChat questions are missing"):
         counselchat_everyday_questions(tmp_path, ["1", "9"])
+
+
+def test_written_files_train_as_posts_or_responses_and_refuse_unknown_labels(tmp_path):
+    from theraloop.safety._train import load_written_file
+
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "p1", "text": "pills counted out", "tier": "high", "categories": ["preparatory_acts"], '
+                     '"kind": "risk"}\n', encoding="utf-8")
+    (example,) = load_written_file(posts)
+    assert example.kind == "post" and example.targets["severe"] == 1.0 and example.targets["preparatory_acts"] == 1.0
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text('{"id": "r1", "post": "p", "response": "take 50mg", "harms": ["diagnosing_prescribing"], '
+                         '"kind": "harmful"}\n', encoding="utf-8")
+    (example,) = load_written_file(responses)
+    assert example.kind == "response" and example.targets["diagnosis_prescribing"] == 1.0  # the alias
+    posts.write_text('{"id": "p2", "text": "x", "tier": "high", "categories": ["sadness"], "kind": "risk"}\n',
+                     encoding="utf-8")
+    with pytest.raises(ValueError, match="p2: unknown categories or harms"):
+        load_written_file(posts)

