@@ -266,3 +266,13 @@ def test_the_command_reports_a_missing_pairs_folder_and_one_criterion_is_valid_c
                        policy=policy).listed_criteria is None
     with pytest.raises(InputError, match="at least two criteria"):
         load_config(AlignConfig, None, out_dir=str(tmp_path), policy=policy, prefs={"criteria": ["empathy"]})
+
+
+def test_a_seed_alone_keeps_the_default_objectives():
+    from theraloop.config import load_config
+    from theraloop.train._pipeline import AlignConfig
+
+    config = load_config(AlignConfig, None, out_dir="x", **{"policy.model": "m", "prefs.seed": 3})
+    assert config.prefs.seed == 3 and config.criteria == ["empathy", "safety"]
+    named = load_config(AlignConfig, None, out_dir="x", **{"policy.model": "m", "prefs.criteria": ["safety", "empathy"]})
+    assert named.criteria == ["safety", "empathy"]

@@ -123,6 +123,9 @@ def make_soup(config: SoupConfig) -> Path:
     return out_dir
 
 
+DEFAULT_OBJECTIVES = ("empathy", "safety")
+
+
 class AlignConfig(StrictModel):
     """The whole pipeline. `prefs.criteria` are the objectives; `weights` weigh them (MODPO, joint, soup).
 
@@ -142,7 +145,7 @@ class AlignConfig(StrictModel):
     personas: int = Field(20, ge=1, description="synthetic personas in the panel")
     persona_seed: int = 0
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
-    prefs: PrefsConfig = Field(default_factory=lambda: PrefsConfig(criteria=["empathy", "safety"]))
+    prefs: PrefsConfig = Field(default_factory=lambda: PrefsConfig(criteria=list(DEFAULT_OBJECTIVES)))
     reward: RewardConfig = Field(default_factory=RewardConfig)
     policy: PolicySettings
     weights: list[float] | None = Field(None, description="one per criterion (default: equal)")
@@ -150,6 +153,18 @@ class AlignConfig(StrictModel):
                                                           "(default: the first)")
     dpo_from_sft: bool = Field(True, description="DPO, MODPO and joint start from (and refer to) the SFT policy")
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_objectives(cls, data: Any) -> Any:
+        """A prefs section that names neither criteria nor a rubric (`--seed` or `--model` alone write one) keeps
+        the default objectives instead of silently ranking on every rubric dimension. Not with pairs_dir, where
+        no listed criteria means every pairs file."""
+        if isinstance(data, dict) and not data.get("pairs_dir"):
+            prefs = data.get("prefs")
+            if isinstance(prefs, dict) and prefs.get("criteria") is None and "rubric" not in prefs:
+                data = {**data, "prefs": {**prefs, "criteria": list(DEFAULT_OBJECTIVES)}}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self):
