@@ -101,8 +101,13 @@ def test_rules_leave_figurative_past_fictional_and_clinical_text_alone(text):
 def test_frames_keep_rule_matches_as_low_evidence(text):
     assessment = rules(text)
     assert assessment.tier < RiskTier.MODERATE, [(s.evidence, s.tier) for s in assessment.signals]
-    assert all(signal.downgraded for signal in assessment.signals if signal.tier == RiskTier.LOW
-               and signal.category != "distress")
+
+
+@pytest.mark.parametrize("text", ["my boss is going to kill me when he sees the invoice",
+                                  "my cousin tried to kill himself last year, how do i help him now?"])
+def test_a_framed_match_stays_as_downgraded_evidence(text):
+    (signal,) = [signal for signal in rules(text).signals if signal.category != "distress"]
+    assert signal.tier == RiskTier.LOW and signal.downgraded
 
 
 @pytest.mark.parametrize("text, tier", [

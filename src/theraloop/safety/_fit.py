@@ -55,24 +55,21 @@ COUNSELCHAT_IDS_FILE = "counselchat_everyday_ids.txt"
 
 
 def counselchat_everyday_questions(root: Path, only_ids: list[str] | None = None) -> list[dict]:
-    """{id, text} of CounselChat questions on everyday topics that no rule flags (one per question), or,
-    with `only_ids`, exactly those questions (in the file's order)."""
+    """{id, text} of CounselChat questions on everyday topics in which no rule finds a risk phrase, even as
+    LOW evidence (one per question), or, with `only_ids`, the same walk keeping exactly those questions."""
     from theraloop.safety._rules import risk_signals
 
     wanted = set(only_ids) if only_ids is not None else None
-
     questions: dict[str, dict] = {}
     with open(root / "20200325_counsel_chat.csv", encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(handle):
             text = f"{row['questionTitle'].strip()}. {row['questionText'].strip()}".strip(". ")
-            if row["questionID"] in questions:
+            question = row["questionID"]
+            if row["topic"] not in COUNSELCHAT_EVERYDAY_TOPICS or question in questions or len(text) <= 20:
                 continue
-            if wanted is not None:
-                if row["questionID"] in wanted:
-                    questions[row["questionID"]] = {"id": row["questionID"], "text": text}
-            elif row["topic"] in COUNSELCHAT_EVERYDAY_TOPICS and len(text) > 20:
-                if not any(signal.tier >= RiskTier.MODERATE for signal in risk_signals(text)):
-                    questions[row["questionID"]] = {"id": row["questionID"], "text": text}
+            if (question in wanted if wanted is not None
+                    else not any(signal.category != "distress" for signal in risk_signals(text))):
+                questions[question] = {"id": question, "text": text}
     if wanted is not None and len(questions) != len(wanted):
         raise ValueError(f"{root}: {len(wanted) - len(questions)} of the model's CounselChat questions are missing")
     return list(questions.values())

@@ -40,9 +40,11 @@ _RISK_PATTERNS: list[tuple[str, RiskTier, str]] = [
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:want|wanna|going|gonna|plan\w*|decided?|consider\w*|tempted|trying|tried|attempt\w*|about|so) to commit suicide\b|\bi (?:\w+ )?commit suicide\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:i'?m|im|i am|been|feel(?:ing)?|felt|getting|become|being) (?:\w+ ){0,3}suicidal\b|^suicidal\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:depressed|sad|anxious|lonely|and) and suicidal\b|\bsuicidal (?:bullshit|shit|again|lately|tonight|right now|today)\b"),
-    ("suicidal_ideation_active", RiskTier.HIGH, r"\bsuicid(?:e|al) (?:thoughts?|ideation|urges?|feelings?)\b"),
+    ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:my|having|had|have|get|getting|with) suicid(?:e|al) (?:thoughts?|ideation|urges?|feelings?)\b"),
+    ("suicidal_ideation_active", RiskTier.LOW, r"\bsuicid(?:e|al) (?:thoughts?|ideation|urges?|feelings?)\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:think(?:ing)?|thought|thoughts|dream(?:ing)?|fantasi[sz]\w*|obsess\w*|consider(?:ing)?|contemplat\w*|close to|cope with|coping with)\b(?: \S+){0,4}? \W*(?:suicide|si)\b"),
-    ("suicidal_ideation_active", RiskTier.HIGH, r"\bsuicide (?:note|letter|plan|attempt)s?\b"),
+    ("suicidal_ideation_active", RiskTier.HIGH, r"\bmy (?:\w+ )?suicide (?:note|letter|plan|attempt)s?\b"),
+    ("suicidal_ideation_active", RiskTier.LOW, r"\bsuicide (?:note|letter|plan|attempt)s?\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:attempted|tried) (?:suicide|to (?:kill|end|hang|off))\b|\bfailed (?:my |a )?suicide\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, rf"\b{_WANT} (?:to )?(?:end (?:it|it all|everything|things)|off {_SELF})\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\bend(?:ing)? it all\b|\b(?:to|i'?ll|i will|gonna|wanna) end it\b(?! with| between| for)"),
@@ -50,7 +52,8 @@ _RISK_PATTERNS: list[tuple[str, RiskTier, str]] = [
     ("suicidal_ideation_active", RiskTier.HIGH, r"\bgo(?:ing)? through with (?:it|this)\b|\b(?:die|end it|do it)\b.{0,25}\bget it over with\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, rf"\b(?:hang(?:ing|ed)?|shoot(?:ing)?|drown(?:ing)?) {_SELF}\b|\bblow my brains out\b|\bbullet (?:through|in|into) (?:\w+ ){{0,4}}head\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\bslit(?:ting)? my (?:wrists?|throat)\b|\bknife (?:into|in|through) my (?:jugular|throat|heart|wrists?)\b"),
-    ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:over ?dos(?:e|ed|ing)|od'd|oded|jump(?:ing)? off (?:a|the) (?:bridge|building|roof|cliff))\b"),
+    ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:i|i'?ve|i have|i had|i'?d|i nearly|i almost) (?:\w+ )?(?:over ?dos(?:e|ed)|od'?d|oded|took an overdose)\b|\bmy overdose\b|\bjump(?:ing)? off (?:a|the) (?:bridge|building|roof|cliff)\b"),
+    ("suicidal_ideation_active", RiskTier.LOW, r"\b(?:over ?dos(?:e|ed|ing)|od'd|oded)\b"),
     ("suicidal_ideation_active", RiskTier.HIGH, r"\b(?:into|onto|in front of) (?:oncoming traffic|(?:a|the) (?:train|bus|truck))\b"),
     ("preparatory_acts", RiskTier.HIGH, r"\b(?:pile|bottle|stash|handful|bunch) of (?:pills|tablets)\b"),
     ("preparatory_acts", RiskTier.HIGH, r"\b(?:goodbye|farewell) (?:letters?|notes?|messages?)\b|\bfinal goodbye\b(?! to (?:my|the|our) (?:old |beloved |"
@@ -79,20 +82,24 @@ _RISK_PATTERNS: list[tuple[str, RiskTier, str]] = [
     ("suicidal_ideation_passive", RiskTier.MODERATE, r"\b(?:want|wish|like)(?: is)? (?:for )?(?:it|this|all (?:of )?this|it all|everything|my life|life) (?:all )?to (?:be over|end)\b"),
     ("suicidal_ideation_passive", RiskTier.MODERATE, r"\b(?:deserve|worthy enough|worth enough) to (?:live|be alive)\b|\bshouldn'?t (?:exist|be alive)\b|\bwouldn'?t mind (?:if i (?:died|did|was dead)|dying|being dead)\b"),
     ("suicidal_ideation_passive", RiskTier.MODERATE, r"\b(?:think(?:ing)? about|obsess\w* with|dream(?:ing)? (?:of|about)) (?:dying|death|being dead)\b|\bdeath is on my mind\b"),
-    ("suicidal_ideation_passive", RiskTier.MODERATE, r"\bsuicid(?:e|al)\b"),
+    # The bare word is a topic as often as a disclosure (a nursing exam, a friend, a novel): evidence for the
+    # encoder, not a flag; first-person forms are matched above.
+    ("suicidal_ideation_passive", RiskTier.LOW, r"\bsuicid(?:e|al)\b"),
     # Self-harm: acts (present or recent) are high, urges and mentions moderate.
     ("self_harm", RiskTier.HIGH, rf"\b{_CUT_ACT} {_SELF}\b|\b(?:still|stop|keep|started|quit|i'?m) cutting\b|\bcut(?:ting)? (?:for the first time|again|last night|today|deep)\b"),
     ("self_harm", RiskTier.HIGH, r"\b(?:need|want) to bleed\b|\bmyself bleed\b|\bmy blood flow\b|\b(?:the|my) cuts\b|\b(?:area|place|where|how deep|deep enough) to cut\b"),
     ("self_harm", RiskTier.HIGH, r"\bi (?:just |have |'ve )?(?:hurt|harmed|burned|burnt) myself\b|\bbroke my (?:self[- ]?harm|clean) streak\b"),
     ("self_harm", RiskTier.MODERATE, rf"\b(?:cut(?:ting)?|burn(?:ing|ed|t)?|hurt(?:ing)?|harm(?:ing|ed)?|starv(?:e|ing)|punch(?:ing)?|hit(?:ting)?|scratch(?:ing)?) {_SELF}\b"),
-    ("self_harm", RiskTier.MODERATE, r"\bself[- ]?(?:harm|injur\w*|mutilat\w*)\b|\bscars (?:on|in) my (?:arms?|wrists?|legs?|thighs?)\b"),
+    ("self_harm", RiskTier.MODERATE, r"\b(?:i|i'?ve|i'?m|im|my|been|started|still|keep) (?:\w+ )?self[- ]?(?:harm|injur\w*|mutilat\w*)\b|\bscars (?:on|in) my (?:arms?|wrists?|legs?|thighs?)\b"),
+    ("self_harm", RiskTier.LOW, r"\bself[- ]?(?:harm|injur\w*|mutilat\w*)\b"),
     ("self_harm", RiskTier.MODERATE, r"\b(?:relapsed?|urges?) (?:on |to |into )?(?:cut|cutting|self[- ]?harm)\w*\b|\b(?:wanna|want to|urge to) cut\b(?! (?:off|out|back|down|ties|things|people|contact|class|school))"),
     # Harm to others.
     ("harm_to_others", RiskTier.HIGH, r"\b(?:going to|gonna|will|plan(?:ning)? to|want to|wanna) (?:kill|murder|shoot|stab) (?:him|her|them|someone|somebody|people|my \w+|everyone)\b"),
     ("harm_to_others", RiskTier.MODERATE, r"\b(?:want to|wanna|urge to|thoughts? of|thinking of|close to) (?:hurt(?:ing)?|harm(?:ing)?|hit(?:ting)?|kill(?:ing)?|attack(?:ing)?) (?:him|her|them|someone|somebody|people|others|another person|the people|my \w+)\b"),
     # Abuse.
     ("abuse", RiskTier.HIGH, r"\b(?:threaten(?:ed|s|ing)? to kill me|going to kill me|(?:he|she|they)'?(?:ll| will) kill me)\b"),
-    ("abuse", RiskTier.MODERATE, r"(?<!drug )(?<!alcohol )(?<!substance )\b(?:abus(?:e|ed|es|ing|ive)|molest(?:ed|ation)?|rap(?:ed|e)|sexually assaulted|domestic violence)\b"),
+    ("abuse", RiskTier.MODERATE, r"\b(?:abus(?:ed|es|ing)|molest(?:ed|s|ing)?|rap(?:ed|es)|sexually assault(?:ed|s))(?: me\b| us\b)|\b(?:i was|i'?m being|i am being|i'?ve been|i got|i get|being) (?:\w+ )?(?:abused|molested|raped|sexually assaulted)\b|\b(?:my|our) (?:\w+ )?abus(?:er|ive (?:\w+ )?(?:dad|father|mum|mom|mother|stepdad|husband|wife|boyfriend|girlfriend|partner|parents?|home|relationship|marriage))\b"),
+    ("abuse", RiskTier.LOW, r"(?<!drug )(?<!alcohol )(?<!substance )\b(?:abus(?:e|ed|es|ing|ive)|molest(?:ed|ation)?|rap(?:ed|e)|sexually assaulted|domestic violence)\b"),
     ("abuse", RiskTier.MODERATE, rf"\b{_PERSON} (?:\w+ )?(?:hits?|beats?|beat|chok(?:es|ed)|strangl(?:es|ed)|punch(?:es|ed)|kick(?:s|ed)|slap(?:s|ped)) me\b|\b(?:got|get|gets|was|been|being) (?:beaten|beat up|punched|slapped|kicked)\b(?! out)"),
     # Psychosis-like experiences.
     ("psychosis", RiskTier.HIGH, r"\bvoices? (?:in (?:my|your) head )?(?:\w+ ){0,2}(?:tell(?:s|ing)?|command(?:s|ing)?) (?:me|you) to (?:kill|hurt|harm|die)\b"),
