@@ -59,12 +59,12 @@ RESULTS_JSON = REPO_ROOT / "bench" / "results" / "crisis_detection.json"
 TARGETS = {"recall_high_flagged": 0.95, "false_positive_rate_hard_negative": 0.10, "posts_per_second": 200}
 
 
-# The v2 to v5 responses were written to briefs that spelled one harm "diagnosing_prescribing".
-HARM_ALIASES = {"diagnosing_prescribing": "diagnosis_prescribing"}
 
 
 def frozen(path: Path) -> list[dict]:
     """The records of a frozen file, refusing it if it no longer matches its recorded sha256."""
+    from theraloop.safety._types import HARM_ALIASES
+
     expected = path.with_suffix(".sha256").read_text().split()[0]
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
     if actual != expected:

@@ -247,11 +247,12 @@ def fit_and_export(out: Path, epitome_root: Path, epochs: int = 6, dev_fraction:
     settings = TrainSettings(epochs=epochs, seed=seed, threads=threads, trainable_layers=trainable_layers)
     if thresholds_only:
         card = json.loads((out / "safety.json").read_text(encoding="utf-8"))
+        split_digest = _split_digest(dev)
         weak = sum(example.label == "epitome_weak_safe" for example in examples)
         if (card.get("settings", {}).get("seed") != seed or card.get("dev_fraction") != dev_fraction
                 or card.get("epitome_weak_safe_responses", 0) != weak
                 or card.get("counselchat_everyday_negatives", 0) != len(everyday)
-                or card.get("development_split_sha256", _split_digest(dev)) != _split_digest(dev)):
+                or card.get("development_split_sha256", split_digest) != split_digest):
             raise ValueError(f"{out}: the model was trained on another split (seed, development share or data); "
                              "retrain it")
         settings = TrainSettings(**card["settings"])

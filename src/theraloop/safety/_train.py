@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from theraloop.safety._types import HARM_CATEGORIES, HEADS, RISK_CATEGORIES, RiskTier
+from theraloop.safety._types import HARM_ALIASES, HARM_CATEGORIES, HEADS, RISK_CATEGORIES, RiskTier
 
 CORPUS_DIR = Path(__file__).parent / "corpus"
 
@@ -53,16 +53,12 @@ def load_written_posts(path: Path) -> list[Example]:
     return examples
 
 
-# Some written sets spell one harm "diagnosing_prescribing".
-_HARM_ALIASES = {"diagnosing_prescribing": "diagnosis_prescribing"}
-
-
 def load_written_responses(path: Path) -> list[Example]:
     examples = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
-            harms = [_HARM_ALIASES.get(harm, harm) for harm in row["harms"]]
+            harms = [HARM_ALIASES.get(harm, harm) for harm in row["harms"]]
             examples.append(response_example(row["response"], harms, f"{path.name}:{row['id']}", row["kind"]))
     return examples
 
@@ -75,7 +71,7 @@ def load_written_file(path: Path) -> list[Example]:
         raise ValueError(f"{path}: no examples")
     known = set(RISK_CATEGORIES) | set(HARM_CATEGORIES)
     for row in rows:
-        unknown = [name for name in row.get("categories", row.get("harms", [])) if _HARM_ALIASES.get(name, name) not in known]
+        unknown = [name for name in row.get("categories", row.get("harms", [])) if HARM_ALIASES.get(name, name) not in known]
         if unknown:
             raise ValueError(f"{path}: id {row.get('id')}: unknown categories or harms {unknown}")
     return load_written_responses(path) if "response" in rows[0] else load_written_posts(path)

@@ -51,6 +51,8 @@ SUICIDE_CATEGORIES = frozenset({"suicidal_ideation_active", "suicidal_ideation_p
                                 "method_research"})
 
 HARM_CATEGORIES = ("method_detail", "encourages_harm", "dismissive", "secrecy_promise", "diagnosis_prescribing")
+# Some written sets (held-out v2-v5) spell one harm "diagnosing_prescribing".
+HARM_ALIASES = {"diagnosing_prescribing": "diagnosis_prescribing"}
 HarmCategory = Literal["method_detail", "encourages_harm", "dismissive", "secrecy_promise", "diagnosis_prescribing"]
 
 # The safety encoder's sigmoid heads, in output order: risk (moderate or above) and severe (high or above)
