@@ -267,7 +267,8 @@ def ensemble(members: list[list[dict]]) -> list[dict]:
 
 def scoring_speed(model_dir: Path, test, threads: int, batch_size: int, repeats: int) -> dict:
     """Wall-clock and CPU-time throughput of torch and ONNX int8 scoring on the test responses, with the
-    macro-F1 each reaches and their agreement. Inputs are sorted by length and padded per batch."""
+    macro-F1 each reaches and their agreement. torch: inputs sorted by length and padded per batch; ONNX: one
+    response at a time."""
     from theraloop.judge._encoder import EncoderJudge, evaluate_predictions
 
     torch_judge = EncoderJudge.load(model_dir, threads=threads)
@@ -305,9 +306,10 @@ def scoring_speed(model_dir: Path, test, threads: int, batch_size: int, repeats:
             "repeats": repeats, "model_dir": str(model_dir), "runtimes": runs,
             "responses_per_second": runs["onnx_int8"]["responses_per_second"],
             "levers": "ONNX Runtime int8 dynamic per-channel quantisation, eager attention exported so ORT fuses it; "
-                      "inputs sorted by length and padded per batch (dynamic padding); (post, response) pairs cut "
-                      f"to {torch_judge.spec['max_length']} tokens from the post's start; batch {batch_size}; "
-                      f"backbone {torch_judge.spec['backbone_name']}"}
+                      "ONNX: one response at a time (no padding, scores independent of batch-mates) on two "
+                      "single-threaded sessions; torch: inputs sorted by length and padded per batch of "
+                      f"{batch_size}; (post, response) pairs cut to {torch_judge.spec['max_length']} tokens from "
+                      f"the post's start; backbone {torch_judge.spec['backbone_name']}"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,7 +325,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="comma-separated run names to train, then stop (e.g. ablation/base,paper/final-seed1); "
                              "for running two trainings side by side")
     parser.add_argument("--threads", type=int, default=2, help="threads for the speed measurement")
-    parser.add_argument("--score-batch-size", type=int, default=64)
+    parser.add_argument("--score-batch-size", type=int, default=64,
+                        help="torch scoring batch (ONNX scores one response at a time)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the test set (best is kept)")
     parser.add_argument("--skip-speed", action="store_true", help="keep the 'scoring' section of --out as it is")
     parser.add_argument("--speed-only", action="store_true", help="only re-measure 'scoring' in --out")

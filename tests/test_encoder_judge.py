@@ -274,6 +274,12 @@ def test_onnx_export_scores_like_torch(tiny_backbone, epitome_parts, tmp_path):
     torch_f1 = evaluate_predictions(reference, items, judge.rubric)["mean_macro_f1"]
     onnx_f1 = evaluate_predictions(quantized, items, judge.rubric)["mean_macro_f1"]
     assert abs(onnx_f1 - torch_f1) <= 0.05
+    # Scored one at a time, a response's int8 scores do not depend on what it is scored with, on one
+    # session or on two.
+    two_sessions = EncoderJudge.load(out, runtime="onnx", threads=2)
+    assert len(two_sessions.onnx.sessions.sessions) == 2
+    assert _expected(two_sessions.predict_detailed(items[::-1]))[::-1].tolist() == _expected(quantized).tolist()
+    assert _expected(int8.predict_detailed(items[:1])).tolist() == _expected(quantized[:1]).tolist()
 
     judge.save(out)  # new weights make the export stale: it is removed, not silently used
     assert not (out / ONNX_FILE).exists()

@@ -464,3 +464,24 @@ def test_written_files_train_as_posts_or_responses_and_refuse_unknown_labels(tmp
                      encoding="utf-8")
     with pytest.raises(ValueError, match="p2: unknown categories or harms"):
         load_written_file(posts)
+    posts.write_text('{"id": "p3", "text": "x", "tier": "high", "categories": [], "kind": "risk"}\n{"id": "p4", "te\n',
+                     encoding="utf-8")
+    with pytest.raises(ValueError, match=r"posts.jsonl:2: not valid JSON"):
+        load_written_file(posts)
+    posts.write_text('{"id": "p5", "text": "x", "categories": [], "kind": "risk"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"example 1 \(id p5\) lacks \['tier'\]"):
+        load_written_file(posts)
+
+
+def test_a_text_scores_the_same_alone_in_a_batch_and_on_two_sessions():
+    """int8 dynamic quantisation scales activations per batch; scored one window at a time, a text's
+    probabilities cannot depend on what it is screened with."""
+    from theraloop.safety._encoder import SafetyEncoder
+
+    texts = [f"post {index}: " + "I have not slept and everything feels heavy. " * (index % 7) for index in range(40)]
+    one, two = SafetyEncoder(threads=1), SafetyEncoder(threads=2)
+    assert len(one._sessions.sessions) == 1 and len(two._sessions.sessions) == 2
+    together = two.probabilities(texts)
+    assert np.array_equal(one.probabilities(texts), together)
+    assert np.array_equal(two.probabilities(texts[::-1])[::-1], together)
+    assert all(np.array_equal(two.probabilities([text])[0], row) for text, row in zip(texts[:5], together[:5], strict=True))

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -20,7 +20,14 @@ from pydantic import BaseModel, Field
 
 from theraloop.config import StrictModel
 from theraloop.io import InputError, read_jsonl, sha256_json, write_json
-from theraloop.judge._onnx import ONNX_FILE, OnnxPairModel, check_runtime, export_pair_model, runtime_tag
+from theraloop.judge._onnx import (
+    ONNX_BATCH_SIZE,
+    ONNX_FILE,
+    OnnxPairModel,
+    check_runtime,
+    export_pair_model,
+    runtime_tag,
+)
 from theraloop.judge._spans import extract_spans, rationale_text, span_char_ranges, token_labels
 from theraloop.judge._types import Judgment
 from theraloop.manifest import config_hash
@@ -517,18 +524,22 @@ class EncoderJudge:
 
     def predict_detailed(self, items: Sequence[ResponseItem], batch_size: int = 32,
                          progress: bool = False) -> list[EncoderPrediction]:
+        """Levels, expected levels, class probabilities and spans per item, in input order; `batch_size`
+        applies to torch (ONNX scores one response at a time, see ONNX_BATCH_SIZE)."""
         from tqdm.auto import tqdm
 
+        if self.onnx is not None:
+            batch_size = ONNX_BATCH_SIZE
         encoded = self.pair_tokenizer.encode([item.context for item in items], [item.response for item in items])
         # Batches of similar length waste little compute on padding; results go back in input order.
         order = sorted(range(len(items)), key=lambda index: len(encoded[index].ids))
         results: list[EncoderPrediction | None] = [None] * len(items)
         scale = self._rubric.scale
         keys = self._rubric.keys
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        scored = self._score_batches([[encoded[index] for index in batch] for batch in batches])
         with tqdm(total=len(items), desc=f"scoring ({self.name})", disable=not progress, dynamic_ncols=True) as bar:
-            for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
-                levels, expected, probabilities, span_probs = self._score_batch([encoded[index] for index in batch])
+            for batch, (levels, expected, probabilities, span_probs) in zip(batches, scored, strict=True):
                 for row, index in enumerate(batch):
                     row_levels = {key: int(levels[row, d]) + scale.min for d, key in enumerate(keys)}
                     spans = None
@@ -546,14 +557,19 @@ class EncoderJudge:
                 bar.update(len(batch))
         return [result for result in results if result is not None]
 
-    def _score_batch(self, batch: Sequence[_Encoded]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
-                                                               np.ndarray | None]:
-        """(levels, expected, class probabilities or None, span probabilities (B, T, D) or None)."""
-        spans = self.has_spans
-        if self.onnx is not None:
-            outputs = self.onnx.run(self.pair_tokenizer.collate_numpy(batch))
-            span_probs = outputs.pop() if spans else None
-            return outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None, span_probs
+    def _score_batches(self, batches: Sequence[Sequence[_Encoded]]) -> Iterator[
+            tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        """Per batch, in order: (levels, expected, class probabilities or None, span probabilities (B, T, D)
+        or None)."""
+        if self.onnx is None:
+            yield from (self._score_batch_torch(batch) for batch in batches)
+            return
+        for outputs in self.onnx.map(self.pair_tokenizer.collate_numpy, batches):
+            span_probs = outputs.pop() if self.has_spans else None
+            yield outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None, span_probs
+
+    def _score_batch_torch(self, batch: Sequence[_Encoded]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                                                     np.ndarray | None]:
         import torch
 
         self.model.eval()

@@ -6,13 +6,13 @@ quantisation of its weight matrices; scoring then runs in ONNX Runtime, several 
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from theraloop._onnx_sessions import SessionPool
 from theraloop.io import InputError
 
 if TYPE_CHECKING:
@@ -22,6 +22,10 @@ Runtime = Literal["torch", "onnx"]
 RUNTIMES: tuple[str, ...] = ("torch", "onnx")
 ONNX_FILE = "model.onnx"
 OPSET = 17
+# int8 dynamic quantisation scales activations per batch, so in a padded batch a response's scores depend
+# on its batch-mates; scored one at a time they do not, agree better with torch (EPITOME test, final
+# judge: mean macro-F1 +0.002 against torch, +0.008 in batches of 32) and, on two sessions, run faster.
+ONNX_BATCH_SIZE = 1
 
 
 def check_runtime(runtime: str) -> Runtime:
@@ -81,24 +85,27 @@ def runtime_tag(onnx_spec: dict[str, Any]) -> str:
 
 
 class OnnxPairModel:
-    """An exported pair model in an ONNX Runtime session; `run` takes PairTokenizer.collate_numpy output."""
+    """An exported pair model in ONNX Runtime sessions; `run` takes PairTokenizer.collate_numpy output,
+    `map` runs many such batches on the sessions concurrently."""
 
     def __init__(self, folder: str | Path, onnx_spec: dict[str, Any], threads: int | None = None):
-        import onnxruntime
-
         path = Path(folder) / onnx_spec["file"]
         if not path.is_file():
             raise InputError(f"{folder}: its spec names {onnx_spec['file']} but the file is missing; export again")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.sessions = SessionPool(path, threads)
         # The exporter drops inputs the graph never reads (token_type_ids of some backbones).
-        self.input_names = [node.name for node in self.session.get_inputs()]
+        self.input_names = self.sessions.input_names()
         self.spec = onnx_spec
 
+    def _feed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: inputs[name] for name in self.input_names}
+
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(None, {name: inputs[name] for name in self.input_names})
+        return self.sessions.run(self._feed(inputs))
+
+    def map(self, collate: Callable[[Any], dict[str, np.ndarray]], batches: Iterable[Any]) -> Iterator[list[np.ndarray]]:
+        """Outputs per batch in order, `collate(batch)` giving its inputs."""
+        return self.sessions.map(lambda batch: self._feed(collate(batch)), batches)
 
 
-__all__ = ["ONNX_FILE", "RUNTIMES", "OnnxPairModel", "Runtime", "check_runtime", "export_pair_model", "runtime_tag"]
+__all__ = ["ONNX_BATCH_SIZE", "ONNX_FILE", "RUNTIMES", "OnnxPairModel", "Runtime", "check_runtime", "export_pair_model", "runtime_tag"]

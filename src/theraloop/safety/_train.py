@@ -66,14 +66,21 @@ def load_written_responses(path: Path) -> list[Example]:
 def load_written_file(path: Path) -> list[Example]:
     """Posts ({id, text, tier, categories, kind}) or responses ({id, response, harms, kind}) in the corpus's
     format, e.g. a held-out set after its one report; unknown categories or harms are refused."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from theraloop.io import InputError, iter_jsonl
+
+    rows = list(iter_jsonl(path))  # a malformed line is reported with its file and line number
     if not rows:
-        raise ValueError(f"{path}: no examples")
+        raise InputError(f"{path}: no examples")
+    fields = ("id", "response", "harms", "kind") if "response" in rows[0] else ("id", "text", "tier", "categories", "kind")
     known = set(RISK_CATEGORIES) | set(HARM_CATEGORIES)
-    for row in rows:
+    for number, row in enumerate(rows, 1):
+        missing = [field for field in fields if field not in row]
+        if missing:
+            raise InputError(f"{path}: example {number} (id {row.get('id')}) lacks {missing}; every line of this "
+                             f"file needs {list(fields)}")
         unknown = [name for name in row.get("categories", row.get("harms", [])) if HARM_ALIASES.get(name, name) not in known]
         if unknown:
-            raise ValueError(f"{path}: id {row.get('id')}: unknown categories or harms {unknown}")
+            raise InputError(f"{path}: id {row.get('id')}: unknown categories or harms {unknown}")
     return load_written_responses(path) if "response" in rows[0] else load_written_posts(path)
 
 

@@ -22,7 +22,14 @@ from pydantic import BaseModel, Field
 
 from theraloop.config import StrictModel
 from theraloop.io import InputError, JSONLAppender, read_jsonl, sha256_json, write_json
-from theraloop.judge._onnx import ONNX_FILE, OnnxPairModel, check_runtime, export_pair_model, runtime_tag
+from theraloop.judge._onnx import (
+    ONNX_BATCH_SIZE,
+    ONNX_FILE,
+    OnnxPairModel,
+    check_runtime,
+    export_pair_model,
+    runtime_tag,
+)
 from theraloop.prefs import PreferencePair
 
 if TYPE_CHECKING:
@@ -152,18 +159,25 @@ class RewardModel:
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64,
               standardised: bool = False) -> np.ndarray:
-        """Rewards of (prompt, response) pairs in input order: raw, or standardised with `standardise`."""
+        """Rewards of (prompt, response) pairs in input order: raw, or standardised with `standardise`;
+        `batch_size` applies to torch (ONNX scores one pair at a time, see ONNX_BATCH_SIZE)."""
+        if self.onnx is not None:
+            batch_size = ONNX_BATCH_SIZE
         encoded = self.encode(prompts, responses)
         order = sorted(range(len(encoded)), key=lambda index: len(encoded[index].ids))
         raw = np.zeros(len(encoded))
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            raw[batch] = self._score_batch([encoded[index] for index in batch])
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        encoded_batches = [[encoded[index] for index in batch] for batch in batches]
+        if self.onnx is not None:
+            scored = (outputs[0].astype(float) for outputs in self.onnx.map(self.pair_tokenizer.collate_numpy,
+                                                                            encoded_batches))
+        else:
+            scored = (self._score_batch_torch(batch) for batch in encoded_batches)
+        for batch, rewards in zip(batches, scored, strict=True):
+            raw[batch] = rewards
         return self.standardise(raw) if standardised else raw
 
-    def _score_batch(self, batch: Sequence) -> np.ndarray:
-        if self.onnx is not None:
-            return self.onnx.run(self.pair_tokenizer.collate_numpy(batch))[0].astype(float)
+    def _score_batch_torch(self, batch: Sequence) -> np.ndarray:
         import torch
 
         self.net.eval()
