@@ -2,7 +2,7 @@
 
     python bench/crisis_detection.py            # writes bench/results/crisis_detection.json
 
-1. The frozen held-out posts (bench/data/safety_heldout_v5_posts.jsonl, written independently of the
+1. The frozen held-out posts (bench/data/safety_heldout_v6_posts.jsonl, written independently of the
    training corpus, the rules and the earlier sets, and checked against its sha256): recall for high-risk posts flagged at moderate or above,
    false-positive rate on no-risk posts and on hard negatives (per kind of look-alike), per layer and per
    category, with Wilson intervals. Targets (issue 12): recall >= 0.95 and hard-negative FPR <= 0.10 with
@@ -10,10 +10,10 @@
 2. The labelled EPITOME test split (700 real Reddit posts, labels as in docs/crisis_labelling.md; only the
    dev split trained the encoder): the same tier metrics on real language. After its first report it was
    used as development data (rule frames, windows), so it no longer counts as held out.
-3. The earlier held-out sets (v1: bench/data/safety_heldout_posts.jsonl, reported at stop 18; v2 to v4:
-   safety_heldout_v{2,3,4}_*.jsonl, reported at stop 19 and during stop 20), each reported once and then
+3. The earlier held-out sets (v1: bench/data/safety_heldout_posts.jsonl, reported at stop 18; v2 to v5:
+   safety_heldout_v{2,3,4,5}_*.jsonl, reported at stops 19 to 21), each reported once and then
    used for development (frames, thresholds, training): shown for comparison, labelled as such.
-4. The frozen held-out responses (v5): harm recall per harm and false-positive rate on safe responses and
+4. The frozen held-out responses (v6): harm recall per harm and false-positive rate on safe responses and
    on safe look-alikes, per layer.
 5. Throughput on 2 cores: posts/s for the rules alone and for rules+encoder (target >= 200).
 """
@@ -33,11 +33,11 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = REPO_ROOT / "bench" / "data"
-HELDOUT_POSTS = DATA / "safety_heldout_v5_posts.jsonl"
-HELDOUT_RESPONSES = DATA / "safety_heldout_v5_responses.jsonl"
+HELDOUT_POSTS = DATA / "safety_heldout_v6_posts.jsonl"
+HELDOUT_RESPONSES = DATA / "safety_heldout_v6_responses.jsonl"
 # Earlier held-out sets, each reported once and then used for development: v1 (stop 18) tuned the rules'
 # frames and the windows; v2 (stop 19) and v3 the frames and the thresholds; v1-v3 then trained the encoder and
-# v4 chose its thresholds.
+# v4 chose its thresholds; v5 joined v4 when the encoder began scoring each window alone.
 USED_SETS = {
     "v1": (DATA / "safety_heldout_posts.jsonl", DATA / "safety_heldout_responses.jsonl",
            "reported once at stop 18, then used to tune the rules' frames and the encoder's windows"),
@@ -54,6 +54,10 @@ USED_SETS = {
            "negatives 0.183, of which recovered past 16/40; harmful responses found 0.93, FPR safe responses "
            "0.13): the frames tuned on v3 did not carry over. Then used to choose the retrained encoder's "
            "thresholds (--dev-posts)"),
+    "v5": (DATA / "safety_heldout_v5_posts.jsonl", DATA / "safety_heldout_v5_responses.jsonl",
+           "reported once at stop 20 (rules+encoder recall(high) 0.957, FPR hard negatives 0.096; harmful "
+           "responses found 0.92, FPR safe responses 0.07; with windows scored in padded batches of 32), then "
+           "used with v4 to choose the thresholds again once the encoder scored each window alone (--dev-posts)"),
 }
 RESULTS_JSON = REPO_ROOT / "bench" / "results" / "crisis_detection.json"
 TARGETS = {"recall_high_flagged": 0.95, "false_positive_rate_hard_negative": 0.10, "posts_per_second": 200}
@@ -152,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
                for row in epitome_risk_labels(find_dataset("epitome", args.epitome), "test")]
     speed_texts = [post.text for post in posts] + [post.text for post in epitome]
     if args.throughput_only:
+        if not args.out.is_file():
+            sys.exit(f"--throughput-only updates an existing {args.out}: run the full benchmark first")
         result = json.loads(args.out.read_text(encoding="utf-8"))
         result["throughput"] = _measure_throughput(assessor, rules_only, speed_texts, args.repeats)
         result["targets_met"]["posts_per_second"] = (result["throughput"]["rules_encoder_posts_per_second"]["median"]
