@@ -107,7 +107,7 @@ class SafetyAssessor:
         return per_item
 
     def assess_many(self, texts: list[str]) -> list[RiskAssessment]:
-        """Rules and encoder over a batch (the encoder batches its windows); triage, if configured,
+        """Rules and encoder over a batch (each text assessed as `assess` would alone); triage, if configured,
         runs per item through `assess_many_async`."""
         if self.triage is not None:
             from theraloop.llm import run_sync
