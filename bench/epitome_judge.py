@@ -10,6 +10,9 @@ One command trains what is missing and writes bench/results/epitome_judge.json:
 - ours: 5-fold cross-validation grouped by seeker post (each fold's dev set is 1/16 of its training
   posts), mean and standard deviation over folds;
 - an ablation table on the paper split with one seed: what each lever bought;
+- the final judge's levels: runs train with thresholds at 0.5; the benchmark then chooses, on each run's
+  dev set, the class weights that maximise dev macro-F1 (as `theraloop judge train` does after training)
+  and reports both;
 - scoring speed of the final judge: torch and ONNX Runtime int8 (responses/s wall clock on --threads
   threads, and per CPU-second), and the macro-F1 delta between them.
 
@@ -49,14 +52,18 @@ PUBLISHED_NOTE = ("Sharma et al. (2020) numbers as transcribed in issue 13 (not 
                   "ER 0.764, IP 0.657, EX 0.717 (issue 4 of the authors' repository).")
 
 # The configuration every run starts from (EncoderJudgeConfig fields); runs change some of them.
+# Runs train without decision weights (their saved test predictions keep the thresholds at 0.5); the
+# benchmark chooses the weights on each run's dev set afterwards, as `judge train` does at the end of training.
 BASE = {"rubric": "epitome", "max_length": 128, "batch_size": 16, "epochs": 3, "class_weighting": "balanced",
         "input_mode": "pair", "freeze_layers": 5, "learning_rate": 2e-4, "head_learning_rate": 3e-3,
-        "threads": 1}
+        "threads": 1, "decision_weights": False}
 # With 5 of 6 layers frozen the default learning rates (5e-5 encoder, 1e-3 heads) barely moved the heads'
 # thresholds in an epoch (dev: level 1 predicted for nearly every IP and EX response), hence higher ones.
 # Early stopping and span tagging on BASE, then the final judge: the same with every layer fine-tuned, chosen
 # by the best dev macro-F1 of the ablation runs (0.607 against 0.592 full fine-tuning and 0.518 frozen).
 SPANS = {"epochs": 6, "patience": 2, "span_weight": 1.0}
+# Decision weights chosen on dev then turn class probabilities into levels (the final judge is full_spans
+# with them; adopted after they raised every grouped fold's emotional reactions by 0.13-0.22).
 FINAL = {**SPANS, "freeze_layers": 0, "learning_rate": 5e-5, "head_learning_rate": 1e-3}
 FINAL_RUN = "ablation/full_spans"
 
@@ -72,7 +79,7 @@ ABLATION: dict[str, tuple[dict[str, Any], str]] = {
     "focal": ({**FINAL, "class_weighting": "none", "focal_gamma": 2.0},
               "full_spans, with focal loss (gamma 2, no class weights) instead of class-balanced"),
     "response_only": ({**FINAL, "input_mode": "response"}, "full_spans, reading the response alone (no post)"),
-    "full_spans": (FINAL, "spans with all layers fine-tuned (full_finetune's learning rates): the final judge"),
+    "full_spans": (FINAL, "spans with all layers fine-tuned (full_finetune's learning rates), thresholds at 0.5"),
 }
 PER_MECHANISM = "per_mechanism"  # final config, one model per mechanism (three runs)
 ENSEMBLE_SEEDS = (0, 1, 2)  # final config, mean of class probabilities over these seeds
@@ -139,7 +146,7 @@ def run_once(name: str, runs_dir: Path, train, dev, test, changes: dict[str, Any
     if len(cache) > before:
         _save_state_cache(runs_dir, cache)
     judge = EncoderJudge.load(folder, threads=config.threads)  # evaluate exactly what was saved
-    predictions = judge.predict_detailed(test, batch_size=64)
+    predictions = judge.predict_detailed(test, batch_size=64, use_decision_weights=False)
     saved = {"key": key, "name": name, "config": config.model_dump(mode="json"),
              "training": {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
                           "wall_seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
@@ -215,8 +222,50 @@ def load_run(name: str, runs_dir: Path, train, dev, test, changes: dict[str, Any
 def run_key(config, train, dev, test) -> str:
     from theraloop.io import sha256_json
 
-    return sha256_json([config.model_dump(mode="json", exclude_defaults=True, exclude={"threads"}),
+    # decision_weights does not change the trained model, and the saved predictions never use them.
+    return sha256_json([config.model_dump(mode="json", exclude_defaults=True, exclude={"threads", "decision_weights"}),
                         [i.id for i in train], [i.id for i in dev], [i.id for i in test]])
+
+
+DECISIONS_FILE = "bench_decisions.json"
+
+
+def dev_decisions(name: str, runs_dir: Path, dev, saved: dict) -> dict:
+    """Run `name`'s decision weights chosen on its dev set, the dev report and the dev class probabilities
+    (for ensembles), computed once per trained model into the run's folder."""
+    from theraloop.io import write_json
+    from theraloop.judge._encoder import EncoderJudge
+
+    path = runs_dir / name / DECISIONS_FILE
+    if path.is_file():
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("key") == saved["key"]:
+            return record
+    judge = EncoderJudge.load(runs_dir / name, threads=saved["config"].get("threads"))
+    report = judge.fit_decision_weights(dev)
+    raw = judge.predict_detailed(dev, use_decision_weights=False)
+    record = {"key": saved["key"], "weights": judge.spec["decision_weights"], "dev": report,
+              "dev_probabilities": {p.id: p.probabilities for p in raw}}
+    write_json(path, record)
+    return record
+
+
+def with_decisions(predictions: list[dict], weights: dict[str, list[float]]) -> list[dict]:
+    """Predictions whose levels are argmax(weight x class probability)."""
+    return [{**p, "levels": {key: int(np.argmax(np.array(p["probabilities"][key]) * weights[key]))
+                             for key in p["levels"]}} for p in predictions]
+
+
+def ensemble_decisions(records: list[dict], dev) -> dict[str, list[float]]:
+    """Decision weights for the members' mean class probabilities, chosen on dev."""
+    from theraloop.judge._encoder import choose_decision_weights
+
+    weights = {}
+    for key in MECHANISMS:
+        probabilities = np.array([np.mean([record["dev_probabilities"][item.id][key] for record in records], axis=0)
+                                  for item in dev])
+        weights[key] = choose_decision_weights(probabilities, np.array([int(item.human_scores[key]) for item in dev]))
+    return weights
 
 
 def _metrics(predictions: list[dict], test, keys=MECHANISMS) -> dict[str, Any]:
@@ -265,7 +314,8 @@ def ensemble(members: list[list[dict]]) -> list[dict]:
 # Speed.
 
 
-def scoring_speed(model_dir: Path, test, threads: int, batch_size: int, repeats: int) -> dict:
+def scoring_speed(model_dir: Path, test, threads: int, batch_size: int, repeats: int,
+                  decision_weights: dict[str, list[float]] | None = None) -> dict:
     """Wall-clock and CPU-time throughput of torch and ONNX int8 scoring on the test responses, with the
     macro-F1 each reaches and their agreement. torch: inputs sorted by length and padded per batch; ONNX: one
     response at a time."""
@@ -278,6 +328,8 @@ def scoring_speed(model_dir: Path, test, threads: int, batch_size: int, repeats:
     predictions = {}
     for name in ("torch", "onnx_int8"):
         judge = torch_judge if name == "torch" else EncoderJudge.load(model_dir, threads=threads, runtime="onnx")
+        if decision_weights:
+            judge.spec["decision_weights"] = decision_weights
         judge.predict(test[:batch_size], batch_size=batch_size)  # warm-up, not timed
         best = None
         load_before = os.getloadavg()[0]
@@ -375,10 +427,14 @@ def main(argv: list[str] | None = None) -> dict:
             run_once(name, args.runs, *plan[name])
         return {}
 
+    def final_weights() -> dict[str, list[float]] | None:
+        saved = load_run(FINAL_RUN, args.runs, *plan[FINAL_RUN])
+        return dev_decisions(FINAL_RUN, args.runs, dev, saved)["weights"] if saved else None
+
     if args.speed_only:
         report = json.loads(args.out.read_text(encoding="utf-8"))
         report["scoring"] = scoring_speed(args.runs / FINAL_RUN, test, args.threads,
-                                          args.score_batch_size, args.repeats)
+                                          args.score_batch_size, args.repeats, final_weights())
         report["scoring"]["command"] = command
         write_json(args.out, report)
         print(f"wrote {args.out}: ONNX int8 responses/s {report['scoring']['responses_per_second']}")
@@ -390,14 +446,26 @@ def main(argv: list[str] | None = None) -> dict:
         runs = {name: run_once(name, args.runs, *spec) for name, spec in plan.items()}
     missing = [name for name in plan if name not in runs]
 
-    # Paper protocol: the final configuration (FINAL_RUN), one seed and the 3-seed ensemble.
+    # Every final-configuration run (paper split seeds, grouped folds): decision weights chosen on its dev set.
+    final_runs = {name: (plan[name][1], run) for name, run in runs.items()
+                  if name == FINAL_RUN or name.startswith(("ablation/final-seed", "grouped/fold"))}
+    decisions = {name: dev_decisions(name, args.runs, run_dev, runs[name]) for name, (run_dev, _) in final_runs.items()}
+    decided = {name: with_decisions(runs[name]["predictions"], decisions[name]["weights"]) for name in decisions}
+
+    # Paper protocol: the final configuration (FINAL_RUN), one seed and the 3-seed ensemble, each with its
+    # decision weights and, for comparison, with the thresholds at 0.5.
     paper: dict[str, Any] = {}
     if FINAL_RUN in runs:
-        paper["single_model"] = _metrics(runs[FINAL_RUN]["predictions"], test)
-    members = [runs[name]["predictions"] for name in
-               [FINAL_RUN] + [f"ablation/final-seed{seed}" for seed in ENSEMBLE_SEEDS[1:]] if name in runs]
-    if len(members) == len(ENSEMBLE_SEEDS):
-        paper["ensemble_3_seeds"] = _metrics(ensemble(members), test)
+        paper["single_model"] = {**_metrics(decided[FINAL_RUN], test),
+                                 "decision_weights": decisions[FINAL_RUN]["weights"]}
+        paper["single_model_thresholds"] = _metrics(runs[FINAL_RUN]["predictions"], test)
+    member_names = [name for name in [FINAL_RUN] + [f"ablation/final-seed{seed}" for seed in ENSEMBLE_SEEDS[1:]]
+                    if name in runs]
+    if len(member_names) == len(ENSEMBLE_SEEDS):
+        mean = ensemble([runs[name]["predictions"] for name in member_names])
+        weights = ensemble_decisions([decisions[name] for name in member_names], dev)
+        paper["ensemble_3_seeds"] = {**_metrics(with_decisions(mean, weights), test), "decision_weights": weights}
+        paper["ensemble_3_seeds_thresholds"] = _metrics(mean, test)
     for variant in paper.values():
         variant["beats_paper"] = {key: variant[key]["macro_f1"] >= PUBLISHED[key]["macro_f1"] for key in MECHANISMS}
         variant["gap_to_paper"] = {key: round(variant[key]["macro_f1"] - PUBLISHED[key]["macro_f1"], 4)
@@ -405,8 +473,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Ours: grouped 5-fold CV of the single final model (mean and sd over the folds run).
     done_folds = [k for k in range(FOLDS) if f"grouped/fold{k}" in runs]
-    fold_metrics = [_metrics(runs[f"grouped/fold{k}"]["predictions"], folds[k][2]) for k in done_folds]
-    grouped: dict[str, Any] = {"folds_run": done_folds}
+    fold_metrics = [_metrics(decided[f"grouped/fold{k}"], folds[k][2]) for k in done_folds]
+    threshold_metrics = [_metrics(runs[f"grouped/fold{k}"]["predictions"], folds[k][2]) for k in done_folds]
+    grouped: dict[str, Any] = {"folds_run": done_folds,
+                               "decision_weights": [decisions[f"grouped/fold{k}"]["weights"] for k in done_folds],
+                               "thresholds_0.5": {key: {"macro_f1_mean": statistics.mean(m[key]["macro_f1"]
+                                                                                         for m in threshold_metrics),
+                                                        "per_fold_macro_f1": [round(m[key]["macro_f1"], 4)
+                                                                              for m in threshold_metrics]}
+                                                  for key in MECHANISMS} if threshold_metrics else None}
     if fold_metrics:
         sd = (lambda values: statistics.stdev(values) if len(values) > 1 else None)  # noqa: E731
         for key in MECHANISMS:
@@ -426,6 +501,11 @@ def main(argv: list[str] | None = None) -> dict:
                           "training": runs[f"ablation/{name}"]["training"]})
         else:
             table.append({"run": name, "what": description, "changes": changes, "not_run": True})
+    row = {"run": "decision_weights", "what": "full_spans with class weights chosen on dev for macro-F1 (levels = "
+                                              "argmax of weight x probability): the final judge",
+           "changes": {**FINAL, "decision_weights": True}}
+    table.append({**row, **_row(_metrics(decided[FINAL_RUN], test)), "dev": decisions[FINAL_RUN]["dev"]}
+                 if FINAL_RUN in decided else {**row, "not_run": True})
     mechanism_runs = {key: runs.get(f"ablation/{PER_MECHANISM}-{key}") for key in MECHANISMS}
     row = {"run": PER_MECHANISM, "what": "final config, one model per mechanism (3 models)",
            "changes": {**FINAL, "dimensions": "one each"}}
@@ -445,7 +525,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": command,
         "data": {"root": str(args.data), "sha256": hashes, "responses": len(items),
                  "duplicates": "one item per rp_id; repeated rows keep the first annotation"},
-        "final_config": {**BASE, **FINAL},
+        "final_config": {**BASE, **FINAL, "decision_weights": True},
         "published_sharma_2020": PUBLISHED,
         "published_note": PUBLISHED_NOTE,
         "paper_protocol": {"split": "random 75:5:20 of responses, seed 0", "train": len(train), "dev": len(dev),
@@ -465,8 +545,8 @@ def main(argv: list[str] | None = None) -> dict:
         "versions": package_versions(),
     }
     if not args.skip_speed and FINAL_RUN in runs:
-        report["scoring"] = {**scoring_speed(args.runs / FINAL_RUN, test, args.threads,
-                                             args.score_batch_size, args.repeats), "command": command}
+        report["scoring"] = {**scoring_speed(args.runs / FINAL_RUN, test, args.threads, args.score_batch_size,
+                                             args.repeats, decisions[FINAL_RUN]["weights"]), "command": command}
     write_json(args.out, report)
     print(f"wrote {args.out}")
     for variant, metrics in paper.items():

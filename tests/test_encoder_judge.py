@@ -17,7 +17,7 @@ import yaml
 from sklearn.utils.class_weight import compute_class_weight
 from typer.testing import CliRunner
 
-from theraloop.io import InputError, write_jsonl
+from theraloop.io import InputError, sha256_json, write_jsonl
 from theraloop.judge import Judge
 from theraloop.judge._encoder import (
     CHECKPOINT_FILE,
@@ -28,6 +28,7 @@ from theraloop.judge._encoder import (
     _build_heads,
     agreement_metrics,
     check_training_items,
+    choose_decision_weights,
     class_weights,
     cumulative_link_loss,
     decode_ordinal,
@@ -166,7 +167,35 @@ def test_tiny_training_saves_reloads_and_reproduces(tiny_backbone, epitome_parts
         assert judgment.rationales is None and judgment.parse_ok
         assert set(judgment.scores) == set(reloaded.rubric.keys)
         assert all(value in (0.0, 1.0, 2.0) for value in judgment.scores.values())
-    assert reloaded.name == f"encoder:{tiny_backbone.name}:ordinal@{reloaded.spec['weights_sha256'][:12]}"
+    decisions = spec["decision_weights"]
+    assert set(decisions) == set(reloaded.rubric.keys) and all(weights[0] == 1.0 for weights in decisions.values())
+    assert set(spec["decision_weights_dev"]["explorations"]) == {"n", "macro_f1_thresholds", "macro_f1_weighted"}
+    assert reloaded.name == (f"encoder:{tiny_backbone.name}:ordinal@{reloaded.spec['weights_sha256'][:12]}"
+                             f"~w{sha256_json(decisions)[:6]}")
+    # Levels follow the decision weights; without them, the thresholds at 0.5.
+    thresholds = reloaded.predict_detailed(test, use_decision_weights=False)
+    for weighted, plain in zip(after, thresholds, strict=True):
+        for key, probabilities in plain.probabilities.items():
+            assert weighted.levels[key] == int(np.argmax(np.array(probabilities) * decisions[key]))
+            assert plain.levels[key] == int(sum(np.cumsum(probabilities[::-1])[::-1][1:] > 0.5))
+
+
+def test_decision_weights_by_hand():
+    # Level-1 responses score 0.6 / 0.4: argmax says 0 for all of them. The weight nearest 1 that lifts 0.4
+    # above 0.6 is 1.5874 (grid step 32 ** (1/15)); level 2 never occurs, so its weight stays 1.
+    probabilities = np.array([[0.9, 0.1, 0.0]] * 4 + [[0.6, 0.4, 0.0]] * 2)
+    human = np.array([0, 0, 0, 0, 1, 1])
+    assert choose_decision_weights(probabilities, human) == pytest.approx([1.0, 1.5874, 1.0])
+    # Already right at weight 1: nothing moves.
+    assert choose_decision_weights(np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([0, 1])) == [1.0, 1.0]
+
+
+def test_a_judge_trained_without_decision_weights_uses_the_thresholds(tiny_backbone, epitome_parts):
+    train, dev, test = epitome_parts
+    judge = train_encoder_judge(train, dev, _config(tiny_backbone, decision_weights=False), progress=False).judge
+    assert "decision_weights" not in judge.spec and "~w" not in judge.name
+    assert ([p.levels for p in judge.predict_detailed(test)]
+            == [p.levels for p in judge.predict_detailed(test, use_decision_weights=False)])
 
 
 def test_judge_protocol_batches_concurrent_calls_and_resumes(tiny_backbone, epitome_parts, tmp_path):

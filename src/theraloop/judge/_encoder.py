@@ -86,6 +86,10 @@ class EncoderJudgeConfig(StrictModel):
                                                     "epoch costs about (layers - N) / layers of full fine-tuning")
     dev_fraction: float = Field(0.1, gt=0, lt=1, description="held out of the training data (grouped by "
                                                              "context) when no dev set is given")
+    decision_weights: bool = Field(
+        True, description="after training, choose per dimension the class weights w (levels = argmax of w x "
+                          "class probability) that maximise dev macro-F1 (ordinal head); otherwise a level is "
+                          "the number of thresholds passed with probability > 0.5")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     seed: int = 0
 
@@ -166,6 +170,39 @@ def decode_ordinal(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     expected = above.sum(-1)
     probabilities = torch.cat([1 - above[..., :1], above[..., :-1] - above[..., 1:], above[..., -1:]], dim=-1)
     return levels, expected, probabilities
+
+
+# Candidate class weights, log-spaced around 1 (1 itself included).
+DECISION_GRID = tuple(sorted({1.0, *np.round(np.exp(np.linspace(np.log(0.25), np.log(8.0), 16)), 4).tolist()}))
+
+
+def choose_decision_weights(probabilities: np.ndarray, human: np.ndarray, sweeps: int = 4) -> list[float]:
+    """Class weights w (w[0] = 1) for levels = argmax(w * p) that maximise macro-F1 against `human` (0-based
+    levels, (N,)) given class probabilities (N, K): coordinate ascent over DECISION_GRID, ties going to the
+    weight nearest 1. Thresholds at 0.5 favour the frequent levels, which macro-F1 weighs like the rare ones
+    (EPITOME emotional reactions: the weights chosen on 151 dev responses raised test macro-F1 from 0.60 to
+    0.71 on the paper's split and on each of 5 grouped folds)."""
+    from sklearn.metrics import f1_score
+
+    weights = np.ones(probabilities.shape[1])
+
+    def score(candidate: np.ndarray) -> float:
+        return float(f1_score(human, (probabilities * candidate).argmax(1), average="macro", zero_division=0))
+
+    for _ in range(sweeps):
+        changed = False
+        for level in range(1, len(weights)):
+            def ranked(value: float, level: int = level) -> tuple[float, float]:
+                candidate = weights.copy()
+                candidate[level] = value
+                return score(candidate), -abs(np.log(value))
+
+            best = max(DECISION_GRID, key=ranked)
+            if best != weights[level]:
+                weights[level], changed = best, True
+        if not changed:
+            break
+    return weights.tolist()
 
 
 def _build_heads(hidden: int, n_dimensions: int, n_levels: int, head: str) -> nn.Module:
@@ -499,8 +536,11 @@ class EncoderJudge:
     def name(self) -> str:
         # The weights' hash tells apart two judges trained on the same backbone, so traces and caches
         # keyed by judge name never mix them.
+        # Decision weights change the levels, so they are part of the name too.
         weights = self.spec.get("weights_sha256")
+        decisions = self.spec.get("decision_weights")
         return (f"encoder:{self.spec['backbone_name']}:{self.spec['head']}" + (f"@{weights[:12]}" if weights else "")
+                + (f"~w{sha256_json(decisions)[:6]}" if decisions else "")
                 + (runtime_tag(self.onnx.spec) if self.onnx is not None else ""))
 
     @property
@@ -522,11 +562,15 @@ class EncoderJudge:
 
     # -- scoring -----------------------------------------------------------------------------
 
-    def predict_detailed(self, items: Sequence[ResponseItem], batch_size: int = 32,
-                         progress: bool = False) -> list[EncoderPrediction]:
+    def predict_detailed(self, items: Sequence[ResponseItem], batch_size: int = 32, progress: bool = False,
+                         use_decision_weights: bool = True) -> list[EncoderPrediction]:
         """Levels, expected levels, class probabilities and spans per item, in input order; `batch_size`
-        applies to torch (ONNX scores one response at a time, see ONNX_BATCH_SIZE)."""
+        applies to torch (ONNX scores one response at a time, see ONNX_BATCH_SIZE). Levels follow the
+        judge's decision weights when it has them (`use_decision_weights=False`: the thresholds at 0.5)."""
         from tqdm.auto import tqdm
+
+        decisions = self.spec.get("decision_weights") if use_decision_weights else None
+        decision_weights = np.array([decisions[key] for key in self._rubric.keys]) if decisions else None
 
         if self.onnx is not None:
             batch_size = ONNX_BATCH_SIZE
@@ -540,6 +584,8 @@ class EncoderJudge:
         scored = self._score_batches([[encoded[index] for index in batch] for batch in batches])
         with tqdm(total=len(items), desc=f"scoring ({self.name})", disable=not progress, dynamic_ncols=True) as bar:
             for batch, (levels, expected, probabilities, span_probs) in zip(batches, scored, strict=True):
+                if decision_weights is not None and probabilities is not None:
+                    levels = (probabilities * decision_weights).argmax(-1)
                 for row, index in enumerate(batch):
                     row_levels = {key: int(levels[row, d]) + scale.min for d, key in enumerate(keys)}
                     spans = None
@@ -620,6 +666,30 @@ class EncoderJudge:
         for (_, future), judgment in zip(pending, judgments, strict=True):
             if not future.done():
                 future.set_result(judgment)
+
+    def fit_decision_weights(self, dev: Sequence[ResponseItem]) -> dict[str, Any]:
+        """Choose the decision weights on `dev` (see choose_decision_weights) and keep them in the spec
+        (saved with it); returns dev macro-F1 per dimension with thresholds at 0.5 and with the weights."""
+        if self.head != "ordinal":
+            raise ValueError("decision weights need class probabilities: an ordinal head")
+        predictions = self.predict_detailed(dev, use_decision_weights=False)
+        chosen, report = {}, {}
+        for key in self._rubric.keys:
+            rated = [(item.human_scores[key] - self._rubric.scale.min, prediction)
+                     for item, prediction in zip(dev, predictions, strict=True)
+                     if item.human_scores and key in item.human_scores]
+            human = np.array([level for level, _ in rated])
+            probabilities = np.array([prediction.probabilities[key] for _, prediction in rated])
+            chosen[key] = choose_decision_weights(probabilities, human)
+            weighted = (probabilities * np.array(chosen[key])).argmax(1)
+            report[key] = {"n": len(rated),
+                           "macro_f1_thresholds": agreement_metrics(
+                               human, [prediction.levels[key] - self._rubric.scale.min for _, prediction in rated],
+                               range(len(chosen[key])))["macro_f1"],
+                           "macro_f1_weighted": agreement_metrics(human, weighted, range(len(chosen[key])))["macro_f1"]}
+        self.spec["decision_weights"] = chosen
+        self.spec["decision_weights_dev"] = report
+        return report
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -1063,6 +1133,11 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
                         "best_dev": next(h["dev"] for h in history if h["epoch"] == best["epoch"]),
                         "class_weights": weights_by_level.tolist(), "data_fingerprint": fingerprint,
                         "config_hash": config_hash(config)}
+    if config.decision_weights and config.head == "ordinal":
+        report = judge.fit_decision_weights(dev)
+        say("decision weights on dev: " + ", ".join(
+            f"{key} macro-F1 {row['macro_f1_thresholds']:.3f} -> {row['macro_f1_weighted']:.3f}"
+            for key, row in report.items()))
     if out_dir:
         judge.save(out_dir)
         checkpoint_path.unlink(missing_ok=True)
@@ -1077,6 +1152,7 @@ __all__ = [
     "TrainingResult",
     "agreement_metrics",
     "check_training_items",
+    "choose_decision_weights",
     "class_weights",
     "cumulative_link_loss",
     "span_loss",

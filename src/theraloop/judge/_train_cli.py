@@ -73,7 +73,7 @@ def _train_dpo(data: Path, dev: Path | None, out: Path, config_path: Path | None
 METHOD_FLAGS = {
     "encoder": {"rubric", "head", "epochs", "max_steps", "max_length", "batch_size", "learning_rate", "backbone",
                 "threads", "seed", "onnx", "input_mode", "span_weight", "focal_gamma", "class_weighting", "patience",
-                "freeze_layers", "layers"},
+                "freeze_layers", "layers", "decision_weights"},
     "dpo": {"rubric", "model", "epochs", "max_steps", "max_length", "batch_size", "learning_rate", "threads", "seed"},
 }
 
@@ -132,6 +132,10 @@ def train_command(
                                                            "training with 4 of MiniLM's 6 frozen)")] = None,
     layers: Annotated[int | None, typer.Option(help="--method encoder: keep only the backbone's first N layers "
                                                     "(faster scoring)")] = None,
+    decision_weights: Annotated[bool | None, typer.Option(
+        "--decision-weights/--no-decision-weights",
+        help="--method encoder: after training, choose per dimension the class weights that maximise dev "
+             "macro-F1 (default on)")] = None,
     seed: SeedOption = None,
 ) -> None:
     """Train a judge on human scores; writes the judge folder, metrics.json and a manifest into --out.
@@ -146,7 +150,7 @@ def train_command(
                  "batch_size": batch_size, "learning_rate": learning_rate, "backbone": backbone, "model": model,
                  "threads": threads, "onnx": onnx, "seed": seed, "input_mode": input_mode, "span_weight": span_weight,
                  "focal_gamma": focal_gamma, "class_weighting": class_weighting, "patience": patience,
-                 "freeze_layers": freeze_layers, "layers": layers}
+                 "freeze_layers": freeze_layers, "layers": layers, "decision_weights": decision_weights}
     TRAINERS[method](data, dev, out, config, overrides)
     typer.echo(f"wrote {out}")
 
