@@ -230,6 +230,8 @@ def test_therajudge_ordinal_with_missing_dimensions_and_regression(tiny_backbone
         items.append(ResponseItem(id=f"r{index}", context=f"I feel low today, day {index}.",
                                   response=f"That sounds hard. What happened on day {index}?",
                                   human_scores={key: int(rng.integers(1, 6)) for key in rated}))
+    for item in items[18:]:  # no dev response rated for safety: its decision weights stay at 1
+        item.human_scores = {key: value for key, value in item.human_scores.items() if key != "safety"} or {"empathy": 3}
     for head in ("ordinal", "regression"):
         result = train_encoder_judge(items[:18], items[18:], _config(tiny_backbone, rubric="therajudge", head=head),
                                      progress=False)
@@ -239,6 +241,11 @@ def test_therajudge_ordinal_with_missing_dimensions_and_regression(tiny_backbone
             assert all(1 <= level <= 5 for level in prediction.levels.values())
             assert all(1.0 <= value <= 5.0 for value in prediction.expected.values())
         assert (predictions[0].probabilities is None) == (head == "regression")
+        if head == "ordinal":
+            assert result.judge.spec["decision_weights"]["safety"] == [1.0] * 5
+            assert result.judge.spec["decision_weights_dev"]["safety"] == {"n": 0}
+        else:
+            assert "decision_weights" not in result.judge.spec
 
 
 def test_killed_training_resumes_to_the_same_model(tiny_backbone, epitome_parts, tmp_path):

@@ -678,6 +678,9 @@ class EncoderJudge:
             rated = [(item.human_scores[key] - self._rubric.scale.min, prediction)
                      for item, prediction in zip(dev, predictions, strict=True)
                      if item.human_scores and key in item.human_scores]
+            if not rated:  # no human score for this dimension on dev: keep the thresholds
+                chosen[key], report[key] = [1.0] * len(self._rubric.scale.levels), {"n": 0}
+                continue
             human = np.array([level for level, _ in rated])
             probabilities = np.array([prediction.probabilities[key] for _, prediction in rated])
             chosen[key] = choose_decision_weights(probabilities, human)
@@ -1137,7 +1140,7 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
         report = judge.fit_decision_weights(dev)
         say("decision weights on dev: " + ", ".join(
             f"{key} macro-F1 {row['macro_f1_thresholds']:.3f} -> {row['macro_f1_weighted']:.3f}"
-            for key, row in report.items()))
+            for key, row in report.items() if row["n"]))
     if out_dir:
         judge.save(out_dir)
         checkpoint_path.unlink(missing_ok=True)
