@@ -535,8 +535,7 @@ class EncoderJudge:
     @property
     def name(self) -> str:
         # The weights' hash tells apart two judges trained on the same backbone, so traces and caches
-        # keyed by judge name never mix them.
-        # Decision weights change the levels, so they are part of the name too.
+        # keyed by judge name never mix them; decision weights change the levels, so they count too.
         weights = self.spec.get("weights_sha256")
         decisions = self.spec.get("decision_weights")
         return (f"encoder:{self.spec['backbone_name']}:{self.spec['head']}" + (f"@{weights[:12]}" if weights else "")
@@ -571,7 +570,6 @@ class EncoderJudge:
 
         decisions = self.spec.get("decision_weights") if use_decision_weights else None
         decision_weights = np.array([decisions[key] for key in self._rubric.keys]) if decisions else None
-
         if self.onnx is not None:
             batch_size = ONNX_BATCH_SIZE
         encoded = self.pair_tokenizer.encode([item.context for item in items], [item.response for item in items])
