@@ -496,9 +496,12 @@ def main(argv: list[str] | None = None) -> dict:
     table = []
     for name, (changes, description) in ABLATION.items():
         if f"ablation/{name}" in runs:
-            metrics = _metrics(runs[f"ablation/{name}"]["predictions"], test)
+            saved = runs[f"ablation/{name}"]
+            metrics = _metrics(saved["predictions"], test)
+            weights = dev_decisions(f"ablation/{name}", args.runs, dev, saved)["weights"]
             table.append({"run": name, "what": description, "changes": changes, **_row(metrics),
-                          "training": runs[f"ablation/{name}"]["training"]})
+                          "with_decision_weights": _row(_metrics(with_decisions(saved["predictions"], weights), test)),
+                          "training": saved["training"]})
         else:
             table.append({"run": name, "what": description, "changes": changes, "not_run": True})
     row = {"run": "decision_weights", "what": "full_spans with class weights chosen on dev for macro-F1 (levels = "
@@ -557,8 +560,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"{key} {grouped[key]['macro_f1_mean']:.3f} ± {grouped[key]['macro_f1_sd'] or 0:.3f}" for key in MECHANISMS))
     for row in table:
         if not row.get("not_run"):
+            weighted = row.get("with_decision_weights")
             print(f"  {row['run']:>18}: ER {row['emotional_reactions']:.3f} IP {row['interpretations']:.3f} "
-                  f"EX {row['explorations']:.3f} mean {row['mean']:.3f}")
+                  f"EX {row['explorations']:.3f} mean {row['mean']:.3f}"
+                  + (f" (decision weights: mean {weighted['mean']:.3f})" if weighted else ""))
     if missing:
         print(f"not run: {', '.join(missing)}")
     if report["scoring"]:
