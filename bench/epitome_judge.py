@@ -8,7 +8,8 @@ One command trains what is missing and writes bench/results/epitome_judge.json:
   by response id first, so no response is in two parts), the final configuration, test macro-F1 per
   mechanism beside the paper's;
 - ours: 5-fold cross-validation grouped by seeker post (each fold's dev set is 1/16 of its training
-  posts), mean and standard deviation over folds;
+  posts), mean and standard deviation over folds; the same folds for the focal-loss candidate
+  (`grouped-focal/foldK`, the best dev macro-F1 of the ablation);
 - an ablation table on the paper split with one seed: what each lever bought;
 - the final judge's levels: runs train with thresholds at 0.5; the benchmark then chooses, on each run's
   dev set, the class weights that maximise dev macro-F1 (as `theraloop judge train` does after training)
@@ -415,6 +416,8 @@ def main(argv: list[str] | None = None) -> dict:
         plan[f"ablation/final-seed{seed}"] = (train, dev, test, FINAL, seed)
     for k, (fold_train, fold_dev, fold_test) in enumerate(folds):
         plan[f"grouped/fold{k}"] = (fold_train, fold_dev, fold_test, FINAL, 0)
+        # The candidate with the best dev macro-F1 of the ablation (focal loss), on the same folds.
+        plan[f"grouped-focal/fold{k}"] = (fold_train, fold_dev, fold_test, ABLATION["focal"][0], 0)
 
     if args.prime_cache:
         prime_cache(items, args.runs, args.threads)
@@ -492,6 +495,14 @@ def main(argv: list[str] | None = None) -> dict:
         grouped["mean_macro_f1_mean"] = statistics.mean(m["mean_macro_f1"] for m in fold_metrics)
         grouped["mean_macro_f1_sd"] = sd([m["mean_macro_f1"] for m in fold_metrics])
 
+    focal_folds = [k for k in range(FOLDS) if f"grouped-focal/fold{k}" in runs]
+    focal_metrics = [_metrics(runs[f"grouped-focal/fold{k}"]["predictions"], folds[k][2]) for k in focal_folds]
+    grouped_focal = {"model": "focal run's configuration (thresholds at 0.5), single model, seed 0",
+                     "folds_run": focal_folds,
+                     **{key: {"macro_f1_mean": statistics.mean(m[key]["macro_f1"] for m in focal_metrics),
+                              "per_fold_macro_f1": [round(m[key]["macro_f1"], 4) for m in focal_metrics]}
+                        for key in MECHANISMS if focal_metrics}}
+
     # Ablation table (paper split, seed 0).
     table = []
     for name, (changes, description) in ABLATION.items():
@@ -541,6 +552,7 @@ def main(argv: list[str] | None = None) -> dict:
                               {"train": len(f[0]), "dev": len(f[1]), "test": len(f[2]),
                                "training": runs[f"grouped/fold{k}"]["training"] if f"grouped/fold{k}" in runs else None}
                               for k, f in enumerate(folds)], **grouped},
+        "grouped_5fold_focal": grouped_focal,
         "ablation": {"split": "paper protocol split, seed 0, one training each", "rows": table},
         "runs_missing": missing,
         "scoring": previous.get("scoring"),
