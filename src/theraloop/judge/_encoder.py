@@ -679,7 +679,7 @@ class EncoderJudge:
             if not rated:  # no human score for this dimension on dev: keep the thresholds
                 chosen[key], report[key] = [1.0] * len(self._rubric.scale.levels), {"n": 0}
                 continue
-            human = np.array([level for level, _ in rated])
+            human = np.rint([level for level, _ in rated]).astype(int)  # as agreement_metrics reads them
             probabilities = np.array([prediction.probabilities[key] for _, prediction in rated])
             chosen[key] = choose_decision_weights(probabilities, human)
             weighted = (probabilities * np.array(chosen[key])).argmax(1)

@@ -85,8 +85,8 @@ def runtime_tag(onnx_spec: dict[str, Any]) -> str:
 
 
 class OnnxPairModel:
-    """An exported pair model in ONNX Runtime sessions; `run` takes PairTokenizer.collate_numpy output,
-    `map` runs many such batches on the sessions concurrently."""
+    """An exported pair model in ONNX Runtime sessions; `map` runs batches (PairTokenizer.collate_numpy
+    output) on the sessions concurrently."""
 
     def __init__(self, folder: str | Path, onnx_spec: dict[str, Any], threads: int | None = None):
         path = Path(folder) / onnx_spec["file"]
@@ -99,9 +99,6 @@ class OnnxPairModel:
 
     def _feed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: inputs[name] for name in self.input_names}
-
-    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.sessions.run(self._feed(inputs))
 
     def map(self, collate: Callable[[Any], dict[str, np.ndarray]], batches: Iterable[Any]) -> Iterator[list[np.ndarray]]:
         """Outputs per batch in order, `collate(batch)` giving its inputs."""
