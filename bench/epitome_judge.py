@@ -450,9 +450,8 @@ def main(argv: list[str] | None = None) -> dict:
     missing = [name for name in plan if name not in runs]
 
     # Every final-configuration run (paper split seeds, grouped folds): decision weights chosen on its dev set.
-    final_runs = {name: (plan[name][1], run) for name, run in runs.items()
-                  if name == FINAL_RUN or name.startswith(("ablation/final-seed", "grouped/fold"))}
-    decisions = {name: dev_decisions(name, args.runs, run_dev, runs[name]) for name, (run_dev, _) in final_runs.items()}
+    decisions = {name: dev_decisions(name, args.runs, plan[name][1], run) for name, run in runs.items()
+                 if name == FINAL_RUN or name.startswith(("ablation/final-seed", "grouped/fold"))}
     decided = {name: with_decisions(runs[name]["predictions"], decisions[name]["weights"]) for name in decisions}
 
     # Paper protocol: the final configuration (FINAL_RUN), one seed and the 3-seed ensemble, each with its
