@@ -8,12 +8,12 @@ One command trains what is missing and writes bench/results/epitome_judge.json:
   by response id first, so no response is in two parts), the final configuration, test macro-F1 per
   mechanism beside the paper's;
 - ours: 5-fold cross-validation grouped by seeker post (each fold's dev set is 1/16 of its training
-  posts), mean and standard deviation over folds; the same folds for the focal-loss candidate
-  (`grouped-focal/foldK`, the best dev macro-F1 of the ablation);
+  posts), mean and standard deviation over folds, for each candidate configuration (`grouped-NAME/foldK`);
+  the final judge is the candidate and reading (thresholds or decision weights) with the best mean;
 - an ablation table on the paper split with one seed: what each lever bought;
-- the final judge's levels: runs train with thresholds at 0.5; the benchmark then chooses, on each run's
-  dev set, the class weights that maximise dev macro-F1 (as `theraloop judge train` does after training)
-  and reports both;
+- levels two ways: runs train with thresholds at 0.5; the benchmark then chooses, on each run's dev set,
+  the class weights that maximise dev macro-F1 (as `theraloop judge train` does after training) and
+  reports both readings;
 - scoring speed of the final judge: torch and ONNX Runtime int8 (responses/s wall clock on --threads
   threads, and per CPU-second), and the macro-F1 delta between them.
 
@@ -60,13 +60,10 @@ BASE = {"rubric": "epitome", "max_length": 128, "batch_size": 16, "epochs": 3, "
         "threads": 1, "decision_weights": False}
 # With 5 of 6 layers frozen the default learning rates (5e-5 encoder, 1e-3 heads) barely moved the heads'
 # thresholds in an epoch (dev: level 1 predicted for nearly every IP and EX response), hence higher ones.
-# Early stopping and span tagging on BASE, then the final judge: the same with every layer fine-tuned, chosen
-# by the best dev macro-F1 of the ablation runs (0.607 against 0.592 full fine-tuning and 0.518 frozen).
+# Early stopping and span tagging on BASE, then the same with every layer fine-tuned (full_spans), which the
+# other candidates change.
 SPANS = {"epochs": 6, "patience": 2, "span_weight": 1.0}
-# Decision weights chosen on dev then turn class probabilities into levels (the final judge is full_spans
-# with them; adopted after they raised every grouped fold's emotional reactions by 0.12-0.22).
-FINAL = {**SPANS, "freeze_layers": 0, "learning_rate": 5e-5, "head_learning_rate": 1e-3}
-FINAL_RUN = "ablation/full_spans"
+FULL_SPANS = {**SPANS, "freeze_layers": 0, "learning_rate": 5e-5, "head_learning_rate": 1e-3}
 
 # Ablation on the paper split, seed 0: name -> (changes to BASE, what it tests). Cumulative where said.
 ABLATION: dict[str, tuple[dict[str, Any], str]] = {
@@ -77,14 +74,24 @@ ABLATION: dict[str, tuple[dict[str, Any], str]] = {
     "early_stop": ({"epochs": 6, "patience": 2}, "base + up to 6 epochs, early stopping on dev macro-F1 "
                                                  "(patience 2)"),
     "spans": (SPANS, "early_stop + rationale-span tagging (auxiliary task, weight 1)"),
-    "focal": ({**FINAL, "class_weighting": "none", "focal_gamma": 2.0},
+    "focal": ({**FULL_SPANS, "class_weighting": "none", "focal_gamma": 2.0},
               "full_spans, with focal loss (gamma 2, no class weights) instead of class-balanced"),
-    "response_only": ({**FINAL, "input_mode": "response"}, "full_spans, reading the response alone (no post)"),
-    "full_spans": (FINAL, "spans with all layers fine-tuned (full_finetune's learning rates), thresholds at 0.5"),
+    "response_only": ({**FULL_SPANS, "input_mode": "response"}, "full_spans, reading the response alone (no post)"),
+    "focal_response_only": ({**FULL_SPANS, "class_weighting": "none", "focal_gamma": 2.0, "input_mode": "response"},
+                            "focal and response_only together"),
+    "full_spans": (FULL_SPANS, "spans with all layers fine-tuned (full_finetune's learning rates), thresholds at 0.5"),
 }
-PER_MECHANISM = "per_mechanism"  # final config, one model per mechanism (three runs)
-ENSEMBLE_SEEDS = (0, 1, 2)  # final config, mean of class probabilities over these seeds
+PER_MECHANISM = "per_mechanism"  # full_spans, one model per mechanism (three runs)
+ENSEMBLE_SEEDS = (0, 1, 2)  # full_spans, mean of class probabilities over these seeds
 FOLDS = 5
+# Ablation configurations also cross-validated on the grouped folds (`grouped-NAME/foldK`), each read with
+# thresholds at 0.5 and with decision weights chosen on its fold's dev set: full_spans, the two with the best
+# dev macro-F1 (focal, focal_response_only) and response_only, which scores fastest (no post to read).
+GROUPED_CANDIDATES = ("full_spans", "focal", "focal_response_only", "response_only")
+# The final judge: the candidate and reading with the best grouped 5-fold mean macro-F1.
+FINAL_NAME, FINAL_DECISION_WEIGHTS = "full_spans", True
+FINAL_RUN = f"ablation/{FINAL_NAME}"
+FINAL = ABLATION[FINAL_NAME][0]
 
 
 def _default_data_root() -> Path:
@@ -375,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", type=Path, default=REPO_ROOT / "runs" / "bench-epitome",
                         help="one folder per training run (a killed benchmark resumes from here)")
     parser.add_argument("--only", default=None,
-                        help="comma-separated run names to train, then stop (e.g. ablation/base,paper/final-seed1); "
+                        help="comma-separated run names to train, then stop (e.g. ablation/base,grouped-focal/fold2); "
                              "for running two trainings side by side")
     parser.add_argument("--threads", type=int, default=2, help="threads for the speed measurement")
     parser.add_argument("--score-batch-size", type=int, default=64,
@@ -411,13 +418,12 @@ def main(argv: list[str] | None = None) -> dict:
             plan[f"ablation/{name}"] = (train, dev, test, changes, 0)
     if not args.no_ablation:
         for key in MECHANISMS:
-            plan[f"ablation/{PER_MECHANISM}-{key}"] = (train, dev, test, {**FINAL, "dimensions": [key]}, 0)
+            plan[f"ablation/{PER_MECHANISM}-{key}"] = (train, dev, test, {**FULL_SPANS, "dimensions": [key]}, 0)
     for seed in ENSEMBLE_SEEDS[1:]:
-        plan[f"ablation/final-seed{seed}"] = (train, dev, test, FINAL, seed)
+        plan[f"ablation/full_spans-seed{seed}"] = (train, dev, test, FULL_SPANS, seed)
     for k, (fold_train, fold_dev, fold_test) in enumerate(folds):
-        plan[f"grouped/fold{k}"] = (fold_train, fold_dev, fold_test, FINAL, 0)
-        # The candidate with the best dev macro-F1 of the ablation (focal loss), on the same folds.
-        plan[f"grouped-focal/fold{k}"] = (fold_train, fold_dev, fold_test, ABLATION["focal"][0], 0)
+        for candidate in GROUPED_CANDIDATES:
+            plan[f"grouped-{candidate}/fold{k}"] = (fold_train, fold_dev, fold_test, ABLATION[candidate][0], 0)
 
     if args.prime_cache:
         prime_cache(items, args.runs, args.threads)
@@ -432,7 +438,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def final_weights() -> dict[str, list[float]] | None:
         saved = load_run(FINAL_RUN, args.runs, *plan[FINAL_RUN])
-        return dev_decisions(FINAL_RUN, args.runs, dev, saved)["weights"] if saved else None
+        return dev_decisions(FINAL_RUN, args.runs, dev, saved)["weights"] if saved and FINAL_DECISION_WEIGHTS else None
 
     if args.speed_only:
         report = json.loads(args.out.read_text(encoding="utf-8"))
@@ -449,88 +455,68 @@ def main(argv: list[str] | None = None) -> dict:
         runs = {name: run_once(name, args.runs, *spec) for name, spec in plan.items()}
     missing = [name for name in plan if name not in runs]
 
-    # Every final-configuration run (paper split seeds, grouped folds): decision weights chosen on its dev set.
-    decisions = {name: dev_decisions(name, args.runs, plan[name][1], run) for name, run in runs.items()
-                 if name == FINAL_RUN or name.startswith(("ablation/final-seed", "grouped/fold"))}
+    # Decision weights chosen on each run's own dev set (cached in its folder).
+    decisions = {name: dev_decisions(name, args.runs, plan[name][1], run) for name, run in runs.items()}
     decided = {name: with_decisions(runs[name]["predictions"], decisions[name]["weights"]) for name in decisions}
+    final_reading = (lambda name: decided[name]) if FINAL_DECISION_WEIGHTS else (lambda name: runs[name]["predictions"])  # noqa: E731
 
-    # Paper protocol: the final configuration (FINAL_RUN), one seed and the 3-seed ensemble, each with its
-    # decision weights and, for comparison, with the thresholds at 0.5.
+    # Paper protocol: the final judge (FINAL_RUN) with and without decision weights; the 3-seed ensemble of full_spans.
     paper: dict[str, Any] = {}
     if FINAL_RUN in runs:
-        paper["single_model"] = {**_metrics(decided[FINAL_RUN], test),
-                                 "decision_weights": decisions[FINAL_RUN]["weights"]}
+        paper["single_model"] = {**_metrics(final_reading(FINAL_RUN), test),
+                                 "decision_weights": decisions[FINAL_RUN]["weights"] if FINAL_DECISION_WEIGHTS else None}
+        paper["single_model_decision_weights"] = _metrics(decided[FINAL_RUN], test)
         paper["single_model_thresholds"] = _metrics(runs[FINAL_RUN]["predictions"], test)
-    member_names = [name for name in [FINAL_RUN] + [f"ablation/final-seed{seed}" for seed in ENSEMBLE_SEEDS[1:]]
-                    if name in runs]
+    member_names = [name for name in ["ablation/full_spans"] + [f"ablation/full_spans-seed{seed}"
+                                                                 for seed in ENSEMBLE_SEEDS[1:]] if name in runs]
     if len(member_names) == len(ENSEMBLE_SEEDS):
         mean = ensemble([runs[name]["predictions"] for name in member_names])
         weights = ensemble_decisions([decisions[name] for name in member_names], dev)
-        paper["ensemble_3_seeds"] = {**_metrics(with_decisions(mean, weights), test), "decision_weights": weights}
-        paper["ensemble_3_seeds_thresholds"] = _metrics(mean, test)
+        paper["ensemble_3_seeds_full_spans"] = {**_metrics(with_decisions(mean, weights), test),
+                                                "decision_weights": weights}
+        paper["ensemble_3_seeds_full_spans_thresholds"] = _metrics(mean, test)
     for variant in paper.values():
         variant["beats_paper"] = {key: variant[key]["macro_f1"] >= PUBLISHED[key]["macro_f1"] for key in MECHANISMS}
         variant["gap_to_paper"] = {key: round(variant[key]["macro_f1"] - PUBLISHED[key]["macro_f1"], 4)
                                    for key in MECHANISMS}
 
-    # Ours: grouped 5-fold CV of the single final model (mean and sd over the folds run).
-    done_folds = [k for k in range(FOLDS) if f"grouped/fold{k}" in runs]
-    fold_metrics = [_metrics(decided[f"grouped/fold{k}"], folds[k][2]) for k in done_folds]
-    threshold_metrics = [_metrics(runs[f"grouped/fold{k}"]["predictions"], folds[k][2]) for k in done_folds]
-    grouped: dict[str, Any] = {"folds_run": done_folds,
-                               "decision_weights": [decisions[f"grouped/fold{k}"]["weights"] for k in done_folds],
-                               "thresholds_0.5": {key: {"macro_f1_mean": statistics.mean(m[key]["macro_f1"]
-                                                                                         for m in threshold_metrics),
-                                                        "per_fold_macro_f1": [round(m[key]["macro_f1"], 4)
-                                                                              for m in threshold_metrics]}
-                                                  for key in MECHANISMS} if threshold_metrics else None}
-    if fold_metrics:
-        sd = (lambda values: statistics.stdev(values) if len(values) > 1 else None)  # noqa: E731
-        for key in MECHANISMS:
-            values = [m[key]["macro_f1"] for m in fold_metrics]
-            grouped[key] = {"macro_f1_mean": statistics.mean(values), "macro_f1_sd": sd(values),
-                            "accuracy_mean": statistics.mean(m[key]["accuracy"] for m in fold_metrics),
-                            "per_fold_macro_f1": [round(value, 4) for value in values]}
-        grouped["mean_macro_f1_mean"] = statistics.mean(m["mean_macro_f1"] for m in fold_metrics)
-        grouped["mean_macro_f1_sd"] = sd([m["mean_macro_f1"] for m in fold_metrics])
-
-    focal_folds = [k for k in range(FOLDS) if f"grouped-focal/fold{k}" in runs]
-    focal_metrics = [_metrics(runs[f"grouped-focal/fold{k}"]["predictions"], folds[k][2]) for k in focal_folds]
-    grouped_focal = {"model": "focal run's configuration (thresholds at 0.5), single model, seed 0",
-                     "folds_run": focal_folds,
-                     **{key: {"macro_f1_mean": statistics.mean(m[key]["macro_f1"] for m in focal_metrics),
-                              "per_fold_macro_f1": [round(m[key]["macro_f1"], 4) for m in focal_metrics]}
-                        for key in MECHANISMS if focal_metrics}}
+    # Ours: grouped 5-fold CV of every candidate, read both ways; the final judge's reading is the headline.
+    candidates: dict[str, Any] = {}
+    for candidate in GROUPED_CANDIDATES:
+        names = {k: f"grouped-{candidate}/fold{k}" for k in range(FOLDS) if f"grouped-{candidate}/fold{k}" in runs}
+        candidates[candidate] = {"folds_run": list(names), **{
+            reading: _fold_summary([_metrics(source(name), folds[k][2]) for k, name in names.items()])
+            for reading, source in (("thresholds_0.5", lambda name: runs[name]["predictions"]),
+                                    ("decision_weights", lambda name: decided[name]))}}
+    final_reading_name = "decision_weights" if FINAL_DECISION_WEIGHTS else "thresholds_0.5"
+    grouped = {"candidate": FINAL_NAME, "reading": final_reading_name, "folds_run": candidates[FINAL_NAME]["folds_run"],
+               **candidates[FINAL_NAME][final_reading_name]}
 
     # Ablation table (paper split, seed 0).
     table = []
     for name, (changes, description) in ABLATION.items():
         if f"ablation/{name}" in runs:
             saved = runs[f"ablation/{name}"]
-            metrics = _metrics(saved["predictions"], test)
-            weights = dev_decisions(f"ablation/{name}", args.runs, dev, saved)["weights"]
-            table.append({"run": name, "what": description, "changes": changes, **_row(metrics),
-                          "with_decision_weights": _row(_metrics(with_decisions(saved["predictions"], weights), test)),
+            table.append({"run": name, "what": description, "changes": changes, **_row(_metrics(saved["predictions"], test)),
+                          "with_decision_weights": _row(_metrics(decided[f"ablation/{name}"], test)),
+                          "dev_macro_f1_best": max(saved["training"]["dev_macro_f1_by_epoch"]),
                           "training": saved["training"]})
         else:
             table.append({"run": name, "what": description, "changes": changes, "not_run": True})
-    row = {"run": "decision_weights", "what": "full_spans with class weights chosen on dev for macro-F1 (levels = "
-                                              "argmax of weight x probability): the final judge",
-           "changes": {**FINAL, "decision_weights": True}}
-    table.append({**row, **_row(_metrics(decided[FINAL_RUN], test)), "dev": decisions[FINAL_RUN]["dev"]}
-                 if FINAL_RUN in decided else {**row, "not_run": True})
-    mechanism_runs = {key: runs.get(f"ablation/{PER_MECHANISM}-{key}") for key in MECHANISMS}
-    row = {"run": PER_MECHANISM, "what": "final config, one model per mechanism (3 models)",
-           "changes": {**FINAL, "dimensions": "one each"}}
-    if all(mechanism_runs.values()):
-        merged = merge_mechanisms({key: run["predictions"] for key, run in mechanism_runs.items()})
-        table.append({**row, **_row(_metrics(merged, test)),
+    mechanism_runs = {key: runs[f"ablation/{PER_MECHANISM}-{key}"] for key in MECHANISMS
+                      if f"ablation/{PER_MECHANISM}-{key}" in runs}
+    row = {"run": PER_MECHANISM, "what": "full_spans, one model per mechanism (each its own mechanism's macro-F1)",
+           "changes": {**FULL_SPANS, "dimensions": "one each"}, "mechanisms_run": list(mechanism_runs)}
+    if mechanism_runs:
+        table.append({**row, **{key: round(_metrics(run["predictions"], test, (key,))[key]["macro_f1"], 4)
+                                for key, run in mechanism_runs.items()},
                       "training": {key: run["training"] for key, run in mechanism_runs.items()}})
     else:
         table.append({**row, "not_run": True})
-    row = {"run": "ensemble_3_seeds", "what": "final config, mean class probabilities of seeds 0, 1, 2",
-           "changes": {**FINAL, "seeds": list(ENSEMBLE_SEEDS)}}
-    table.append({**row, **_row(paper["ensemble_3_seeds"])} if "ensemble_3_seeds" in paper else {**row, "not_run": True})
+    row = {"run": "ensemble_3_seeds", "what": "full_spans, mean class probabilities of seeds 0, 1, 2, decision weights",
+           "changes": {**FULL_SPANS, "seeds": list(ENSEMBLE_SEEDS)}}
+    ensemble_key = "ensemble_3_seeds_full_spans"
+    table.append({**row, **_row(paper[ensemble_key])} if ensemble_key in paper else {**row, "not_run": True})
 
     previous = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
     report = {
@@ -538,7 +524,9 @@ def main(argv: list[str] | None = None) -> dict:
         "command": command,
         "data": {"root": str(args.data), "sha256": hashes, "responses": len(items),
                  "duplicates": "one item per rp_id; repeated rows keep the first annotation"},
-        "final_config": {**BASE, **FINAL, "decision_weights": True},
+        "final": {"candidate": FINAL_NAME, "reading": final_reading_name, "run": FINAL_RUN,
+                  "config": {**BASE, **FINAL, "decision_weights": FINAL_DECISION_WEIGHTS},
+                  "rule": "the candidate and reading with the best grouped 5-fold mean macro-F1"},
         "published_sharma_2020": PUBLISHED,
         "published_note": PUBLISHED_NOTE,
         "paper_protocol": {"split": "random 75:5:20 of responses, seed 0", "train": len(train), "dev": len(dev),
@@ -547,11 +535,10 @@ def main(argv: list[str] | None = None) -> dict:
                                            for key in MECHANISMS},
                            **paper},
         "grouped_5fold": {"split": "5 folds grouped by seeker post (seed 0); dev 1/16 of each fold's training posts",
-                          "model": "final config, single model, seed 0", "folds": [
-                              {"train": len(f[0]), "dev": len(f[1]), "test": len(f[2]),
-                               "training": runs[f"grouped/fold{k}"]["training"] if f"grouped/fold{k}" in runs else None}
-                              for k, f in enumerate(folds)], **grouped},
-        "grouped_5fold_focal": grouped_focal,
+                          "model": "the final judge's configuration and reading, single model, seed 0",
+                          "folds": [{"train": len(f[0]), "dev": len(f[1]), "test": len(f[2])} for f in folds],
+                          **grouped},
+        "grouped_5fold_candidates": candidates,
         "ablation": {"split": "paper protocol split, seed 0, one training each", "rows": table},
         "runs_missing": missing,
         "scoring": previous.get("scoring"),
@@ -560,19 +547,22 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if not args.skip_speed and FINAL_RUN in runs:
         report["scoring"] = {**scoring_speed(args.runs / FINAL_RUN, test, args.threads, args.score_batch_size,
-                                             args.repeats, decisions[FINAL_RUN]["weights"]), "command": command}
+                                             args.repeats, final_weights()), "command": command}
     write_json(args.out, report)
     print(f"wrote {args.out}")
     for variant, metrics in paper.items():
         print(f"paper protocol, {variant}: " + "  ".join(
             f"{key} {metrics[key]['macro_f1']:.3f} (paper {PUBLISHED[key]['macro_f1']:.3f})" for key in MECHANISMS))
-    if fold_metrics:
-        print(f"grouped CV, folds {done_folds}: " + "  ".join(
-            f"{key} {grouped[key]['macro_f1_mean']:.3f} ± {grouped[key]['macro_f1_sd'] or 0:.3f}" for key in MECHANISMS))
+    for candidate, summary in candidates.items():
+        for reading in ("thresholds_0.5", "decision_weights"):
+            if summary[reading]:
+                print(f"grouped CV {candidate} {reading}, folds {summary['folds_run']}: " + "  ".join(
+                    f"{key} {summary[reading][key]['macro_f1_mean']:.3f}" for key in MECHANISMS)
+                      + f"  mean {summary[reading]['mean_macro_f1_mean']:.3f}")
     for row in table:
-        if not row.get("not_run"):
+        if not row.get("not_run") and "mean" in row:
             weighted = row.get("with_decision_weights")
-            print(f"  {row['run']:>18}: ER {row['emotional_reactions']:.3f} IP {row['interpretations']:.3f} "
+            print(f"  {row['run']:>19}: ER {row['emotional_reactions']:.3f} IP {row['interpretations']:.3f} "
                   f"EX {row['explorations']:.3f} mean {row['mean']:.3f}"
                   + (f" (decision weights: mean {weighted['mean']:.3f})" if weighted else ""))
     if missing:
@@ -580,6 +570,22 @@ def main(argv: list[str] | None = None) -> dict:
     if report["scoring"]:
         print(f"scoring: ONNX int8 {report['scoring']['responses_per_second']} responses/s")
     return report
+
+
+def _fold_summary(fold_metrics: list[dict]) -> dict | None:
+    """Mean, sd and per-fold macro-F1 per mechanism over the folds run (None if none)."""
+    if not fold_metrics:
+        return None
+    sd = (lambda values: statistics.stdev(values) if len(values) > 1 else None)  # noqa: E731
+    summary: dict[str, Any] = {}
+    for key in MECHANISMS:
+        values = [m[key]["macro_f1"] for m in fold_metrics]
+        summary[key] = {"macro_f1_mean": statistics.mean(values), "macro_f1_sd": sd(values),
+                        "accuracy_mean": statistics.mean(m[key]["accuracy"] for m in fold_metrics),
+                        "per_fold_macro_f1": [round(value, 4) for value in values]}
+    summary["mean_macro_f1_mean"] = statistics.mean(m["mean_macro_f1"] for m in fold_metrics)
+    summary["mean_macro_f1_sd"] = sd([m["mean_macro_f1"] for m in fold_metrics])
+    return summary
 
 
 def _row(metrics: dict) -> dict:
