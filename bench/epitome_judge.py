@@ -92,6 +92,9 @@ GROUPED_CANDIDATES = ("full_spans", "focal", "focal_response_only", "response_on
 FINAL_NAME, FINAL_DECISION_WEIGHTS = "full_spans", True
 FINAL_RUN = f"ablation/{FINAL_NAME}"
 FINAL = ABLATION[FINAL_NAME][0]
+# Reading the response alone (about 50 tokens against 85 for the pair) scores fastest; its speed is reported
+# beside the final judge's.
+FAST_RUN, FAST_DECISION_WEIGHTS = "ablation/response_only", True
 
 
 def _default_data_root() -> Path:
@@ -277,6 +280,8 @@ def ensemble_decisions(records: list[dict], dev) -> dict[str, list[float]]:
 
 
 def _metrics(predictions: list[dict], test, keys=MECHANISMS) -> dict[str, Any]:
+    from sklearn.metrics import f1_score
+
     from theraloop.judge._encoder import agreement_metrics
 
     by_id = {p["id"]: p for p in predictions}
@@ -286,6 +291,9 @@ def _metrics(predictions: list[dict], test, keys=MECHANISMS) -> dict[str, Any]:
         guess = [by_id[item.id]["levels"][key] for item in test]
         metrics = agreement_metrics(truth, guess, [0, 1, 2])
         result[key] = {name: metrics[name] for name in ("accuracy", "macro_f1", "quadratic_kappa")}
+        # Levels 1 are rare (e.g. interpretations: 27 of 605 paper-split test responses) and weigh a third.
+        result[key]["f1_per_level"] = [round(float(value), 4) for value in
+                                       f1_score(np.rint(truth), guess, labels=[0, 1, 2], average=None, zero_division=0)]
     result["mean_macro_f1"] = float(np.mean([result[key]["macro_f1"] for key in keys]))
     return result
 
@@ -368,8 +376,10 @@ def scoring_speed(model_dir: Path, test, threads: int, batch_size: int, repeats:
             "levers": "ONNX Runtime int8 dynamic per-channel quantisation, eager attention exported so ORT fuses it; "
                       "ONNX: one response at a time (no padding, scores independent of batch-mates) on two "
                       "single-threaded sessions; torch: inputs sorted by length and padded per batch of "
-                      f"{batch_size}; (post, response) pairs cut to {torch_judge.spec['max_length']} tokens from "
-                      f"the post's start; backbone {torch_judge.spec['backbone_name']}"}
+                      f"{batch_size}; " + (f"(post, response) pairs cut to {torch_judge.spec['max_length']} tokens from the "
+                                                 "post's start" if torch_judge.spec.get("input_mode", "pair") == "pair"
+                                                 else f"responses alone, cut to {torch_judge.spec['max_length']} tokens")
+                      + f"; backbone {torch_judge.spec['backbone_name']}"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,17 +446,25 @@ def main(argv: list[str] | None = None) -> dict:
             run_once(name, args.runs, *plan[name])
         return {}
 
-    def final_weights() -> dict[str, list[float]] | None:
-        saved = load_run(FINAL_RUN, args.runs, *plan[FINAL_RUN])
-        return dev_decisions(FINAL_RUN, args.runs, dev, saved)["weights"] if saved and FINAL_DECISION_WEIGHTS else None
+    def speeds() -> dict[str, dict]:
+        """`scoring`: the final judge; `scoring_fast`: the fastest candidate, each with the weights it is read with."""
+        result = {}
+        for section, run, use_weights in (("scoring", FINAL_RUN, FINAL_DECISION_WEIGHTS),
+                                          ("scoring_fast", FAST_RUN, FAST_DECISION_WEIGHTS)):
+            saved = load_run(run, args.runs, *plan[run])
+            if saved is None:
+                continue
+            weights = dev_decisions(run, args.runs, dev, saved)["weights"] if use_weights else None
+            result[section] = {"run": run, **scoring_speed(args.runs / run, test, args.threads, args.score_batch_size,
+                                                           args.repeats, weights), "command": command}
+        return result
 
     if args.speed_only:
         report = json.loads(args.out.read_text(encoding="utf-8"))
-        report["scoring"] = scoring_speed(args.runs / FINAL_RUN, test, args.threads,
-                                          args.score_batch_size, args.repeats, final_weights())
-        report["scoring"]["command"] = command
+        report.update(speeds())
         write_json(args.out, report)
-        print(f"wrote {args.out}: ONNX int8 responses/s {report['scoring']['responses_per_second']}")
+        print(f"wrote {args.out}: ONNX int8 responses/s {report['scoring']['responses_per_second']} (final), "
+              f"{report.get('scoring_fast', {}).get('responses_per_second')} ({FAST_RUN})")
         return report
 
     if args.no_train:
@@ -542,12 +560,12 @@ def main(argv: list[str] | None = None) -> dict:
         "ablation": {"split": "paper protocol split, seed 0, one training each", "rows": table},
         "runs_missing": missing,
         "scoring": previous.get("scoring"),
+        "scoring_fast": previous.get("scoring_fast"),
         "units": "accuracy and macro-F1 as fractions in [0, 1]; macro-F1 over the levels present (sklearn)",
         "versions": package_versions(),
     }
     if not args.skip_speed and FINAL_RUN in runs:
-        report["scoring"] = {**scoring_speed(args.runs / FINAL_RUN, test, args.threads, args.score_batch_size,
-                                             args.repeats, final_weights()), "command": command}
+        report.update(speeds())
     write_json(args.out, report)
     print(f"wrote {args.out}")
     for variant, metrics in paper.items():
