@@ -14,8 +14,9 @@ One command trains what is missing and writes bench/results/epitome_judge.json:
 - levels two ways: runs train with thresholds at 0.5; the benchmark then chooses, on each run's dev set,
   the class weights that maximise dev macro-F1 (as `theraloop judge train` does after training) and
   reports both readings;
-- scoring speed of the final judge: torch and ONNX Runtime int8 (responses/s wall clock on --threads
-  threads, and per CPU-second), and the macro-F1 delta between them.
+- scoring speed of the final judge (`scoring`) and of the response-only judge (`scoring_fast`): torch and
+  ONNX Runtime int8 (responses/s wall clock on --threads threads, and per CPU-second), and the macro-F1
+  delta between them.
 
 Every training run is a folder under --runs holding the judge and its test predictions, so a killed
 benchmark resumes and the table can be rebuilt without training (`--only` trains named runs, e.g. to
@@ -373,7 +374,7 @@ def scoring_speed(model_dir: Path, test, threads: int, batch_size: int, repeats:
     return {"responses": len(test), "batch_size": batch_size, "threads": threads, "cpu_count": os.cpu_count(),
             "repeats": repeats, "model_dir": str(model_dir), "runtimes": runs,
             "responses_per_second": runs["onnx_int8"]["responses_per_second"],
-            "levers": "ONNX Runtime int8 dynamic per-channel quantisation, eager attention exported so ORT fuses it; "
+            "levers": "ONNX Runtime int8 dynamic per-channel quantisation, eager attention exported (faster in ORT than sdpa); "
                       "ONNX: one response at a time (no padding, scores independent of batch-mates) on two "
                       "single-threaded sessions; torch: inputs sorted by length and padded per batch of "
                       f"{batch_size}; " + (f"(post, response) pairs cut to {torch_judge.spec['max_length']} tokens from the "
