@@ -477,12 +477,13 @@ def main(argv: list[str] | None = None) -> dict:
     # Decision weights chosen on each run's own dev set (cached in its folder).
     decisions = {name: dev_decisions(name, args.runs, plan[name][1], run) for name, run in runs.items()}
     decided = {name: with_decisions(runs[name]["predictions"], decisions[name]["weights"]) for name in decisions}
-    final_reading = (lambda name: decided[name]) if FINAL_DECISION_WEIGHTS else (lambda name: runs[name]["predictions"])  # noqa: E731
+    readings = {"thresholds_0.5": lambda name: runs[name]["predictions"], "decision_weights": lambda name: decided[name]}
+    final_reading_name = "decision_weights" if FINAL_DECISION_WEIGHTS else "thresholds_0.5"
 
     # Paper protocol: the final judge (FINAL_RUN) with and without decision weights; the 3-seed ensemble of full_spans.
     paper: dict[str, Any] = {}
     if FINAL_RUN in runs:
-        paper["single_model"] = {**_metrics(final_reading(FINAL_RUN), test),
+        paper["single_model"] = {**_metrics(readings[final_reading_name](FINAL_RUN), test),
                                  "decision_weights": decisions[FINAL_RUN]["weights"] if FINAL_DECISION_WEIGHTS else None}
         paper["single_model_decision_weights"] = _metrics(decided[FINAL_RUN], test)
         paper["single_model_thresholds"] = _metrics(runs[FINAL_RUN]["predictions"], test)
@@ -505,9 +506,7 @@ def main(argv: list[str] | None = None) -> dict:
         names = {k: f"grouped-{candidate}/fold{k}" for k in range(FOLDS) if f"grouped-{candidate}/fold{k}" in runs}
         candidates[candidate] = {"folds_run": list(names), **{
             reading: _fold_summary([_metrics(source(name), folds[k][2]) for k, name in names.items()])
-            for reading, source in (("thresholds_0.5", lambda name: runs[name]["predictions"]),
-                                    ("decision_weights", lambda name: decided[name]))}}
-    final_reading_name = "decision_weights" if FINAL_DECISION_WEIGHTS else "thresholds_0.5"
+            for reading, source in readings.items()}}
     grouped = {"candidate": FINAL_NAME, "reading": final_reading_name, "folds_run": candidates[FINAL_NAME]["folds_run"],
                **candidates[FINAL_NAME][final_reading_name]}
 
@@ -578,7 +577,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"paper protocol, {variant}: " + "  ".join(
             f"{key} {metrics[key]['macro_f1']:.3f} (paper {PUBLISHED[key]['macro_f1']:.3f})" for key in MECHANISMS))
     for candidate, summary in candidates.items():
-        for reading in ("thresholds_0.5", "decision_weights"):
+        for reading in readings:
             if summary[reading]:
                 print(f"grouped CV {candidate} {reading}, folds {summary['folds_run']}: " + "  ".join(
                     f"{key} {summary[reading][key]['macro_f1_mean']:.3f}" for key in MECHANISMS)
