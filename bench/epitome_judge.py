@@ -15,9 +15,10 @@ One command trains what is missing and writes bench/results/epitome_judge.json:
 - levels two ways: runs train with thresholds at 0.5; the benchmark then chooses, on each run's dev set,
   the class weights that maximise dev macro-F1 (as `theraloop judge train` does after training) and
   reports both readings;
-- scoring speed of the final judge (`scoring`), the response-only judge (`scoring_fast`) and the
-  all-mpnet-base-v2 judge (`scoring_large`): torch and ONNX Runtime int8 (responses/s wall clock on
-  --threads threads, and per CPU-second), and the macro-F1 delta between them.
+- scoring speed of the final judge (`scoring`), the response-only judge (`scoring_fast`), the
+  all-mpnet-base-v2 judge (`scoring_large`) and the 4-layer judge (`scoring_layers4`): torch and ONNX
+  Runtime int8 (responses/s wall clock on --threads threads, and per CPU-second), and the macro-F1 delta
+  between them.
 
 Every training run is a folder under --runs holding the judge and its test predictions, so a killed
 benchmark resumes and the table can be rebuilt without training (`--only` trains named runs, e.g. to
@@ -82,6 +83,7 @@ ABLATION: dict[str, tuple[dict[str, Any], str]] = {
     "focal_response_only": ({**FULL_SPANS, "class_weighting": "none", "focal_gamma": 2.0, "input_mode": "response"},
                             "focal and response_only together"),
     "full_spans": (FULL_SPANS, "spans with all layers fine-tuned (full_finetune's learning rates), thresholds at 0.5"),
+    "layers4": ({**FULL_SPANS, "layers": 4}, "full_spans keeping MiniLM's first 4 of 6 layers (a third less compute a token)"),
     # Two threads: one epoch takes about ten minutes of both cores (threads do not change the run's key).
     "mpnet": ({**FULL_SPANS, "backbone": "all-mpnet-base-v2", "threads": 2},
               "full_spans on all-mpnet-base-v2 (110M parameters, 12 layers of 768) instead of MiniLM-L6 (22M, 6 of 384)"),
@@ -97,15 +99,18 @@ ENSEMBLE_SEEDS = (0, 1, 2)  # full_spans, mean of class probabilities over these
 FOLDS = 5
 # Ablation configurations also cross-validated on the grouped folds (`grouped-NAME/foldK`), each read with
 # thresholds at 0.5 and with decision weights chosen on its fold's dev set: full_spans, the two with the best
-# dev macro-F1 (focal, focal_response_only) and response_only, which scores fastest (no post to read).
-GROUPED_CANDIDATES = ("full_spans", "focal", "focal_response_only", "response_only")
+# dev macro-F1 (focal, focal_response_only), response_only, which scores fastest (no post to read), and
+# layers4, the pair judge with a third less compute (added at stop 23).
+GROUPED_CANDIDATES = ("full_spans", "focal", "focal_response_only", "response_only", "layers4")
 # The final judge: the candidate and reading with the best grouped 5-fold mean macro-F1.
 FINAL_NAME, FINAL_DECISION_WEIGHTS = "full_spans", True
 FINAL_RUN = f"ablation/{FINAL_NAME}"
 FINAL = ABLATION[FINAL_NAME][0]
-# Reading the response alone (about 50 tokens against 85 for the pair) scores fastest; its speed is reported
-# beside the final judge's.
-FAST_RUN, FAST_DECISION_WEIGHTS = "ablation/response_only", True
+# Timed judges, JSON section -> (run, read with decision weights): the final judge; the response-only judge,
+# which reads about 50 tokens against the pair's 85 and scores fastest; the judge on the larger backbone and
+# the 4-layer pair judge (what accuracy costs in speed, and the reverse).
+TIMED = {"scoring": (FINAL_RUN, FINAL_DECISION_WEIGHTS), "scoring_fast": ("ablation/response_only", True),
+         "scoring_large": ("ablation/mpnet", True), "scoring_layers4": ("ablation/layers4", True)}
 
 
 def _default_data_root() -> Path:
@@ -464,7 +469,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="torch scoring batch (ONNX scores one response at a time)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the test set (best is kept)")
     parser.add_argument("--skip-speed", action="store_true", help="keep the 'scoring' section of --out as it is")
-    parser.add_argument("--speed-only", action="store_true", help="only re-measure 'scoring' in --out")
+    parser.add_argument("--speed-only", nargs="?", const="all", default=None, metavar="SECTIONS",
+                        help="only re-measure the timed judges in --out: all, or comma-separated sections "
+                             "(scoring, scoring_fast, scoring_large, scoring_layers4)")
     parser.add_argument("--no-ablation", action="store_true", help="skip the ablation runs")
     parser.add_argument("--no-train", action="store_true",
                         help="train nothing: assemble the JSON from the runs already in --runs (missing ones are "
@@ -511,13 +518,11 @@ def main(argv: list[str] | None = None) -> dict:
             run_once(name, args.runs, *plan[name])
         return {}
 
-    def speeds() -> dict[str, dict]:
-        """`scoring`: the final judge; `scoring_fast`: the fastest candidate; `scoring_large`: the judge on the
-        larger backbone (what its accuracy costs), each with the weights it is read with."""
+    def speeds(sections: Sequence[str]) -> dict[str, dict]:
+        """The TIMED judges named, each read as it is used (with or without decision weights)."""
         result = {}
-        for section, run, use_weights in (("scoring", FINAL_RUN, FINAL_DECISION_WEIGHTS),
-                                          ("scoring_fast", FAST_RUN, FAST_DECISION_WEIGHTS),
-                                          ("scoring_large", "ablation/mpnet", True)):
+        for section in sections:
+            run, use_weights = TIMED[section]
             saved = load_run(run, args.runs, *plan[run]) if run in plan else None
             if saved is None:
                 continue
@@ -527,11 +532,14 @@ def main(argv: list[str] | None = None) -> dict:
         return result
 
     if args.speed_only:
+        sections = list(TIMED) if args.speed_only == "all" else args.speed_only.split(",")
+        if unknown := set(sections) - set(TIMED):
+            parser.error(f"unknown sections {sorted(unknown)}; known: {', '.join(TIMED)}")
         report = json.loads(args.out.read_text(encoding="utf-8"))
-        report.update(speeds())
+        report.update(speeds(sections))
         write_json(args.out, report)
-        print(f"wrote {args.out}: ONNX int8 responses/s {report['scoring']['responses_per_second']} (final), "
-              f"{report.get('scoring_fast', {}).get('responses_per_second')} ({FAST_RUN})")
+        print(f"wrote {args.out}: ONNX int8 responses/s " + ", ".join(
+            f"{section} {report[section]['responses_per_second']}" for section in sections if report.get(section)))
         return report
 
     if args.no_train:
@@ -638,14 +646,12 @@ def main(argv: list[str] | None = None) -> dict:
         "grouped_5fold_candidates": candidates,
         "ablation": {"split": "paper protocol split, seed 0, one training each", "rows": table},
         "runs_missing": missing,
-        "scoring": previous.get("scoring"),
-        "scoring_fast": previous.get("scoring_fast"),
-        "scoring_large": previous.get("scoring_large"),
+        **{section: previous.get(section) for section in TIMED},
         "units": "accuracy and macro-F1 as fractions in [0, 1]; macro-F1 over the levels present (sklearn)",
         "versions": package_versions(),
     }
     if not args.skip_speed and FINAL_RUN in runs:
-        report.update(speeds())
+        report.update(speeds(list(TIMED)))
     write_json(args.out, report)
     print(f"wrote {args.out}")
     for variant, metrics in paper.items():
