@@ -212,20 +212,18 @@ def arm_texts(records: dict[str, dict], done, risks, region: str | None) -> dict
 
 def read_jsonl_by_id(path: Path) -> dict[str, dict]:
     """JSON lines keyed by their "id" (empty if the file does not exist)."""
-    if not path.exists():
-        return {}
-    return {record["id"]: record for record in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+    from theraloop.io import iter_jsonl
+
+    return {record["id"]: record for record in iter_jsonl(path)} if path.exists() else {}
 
 
 def llm_judge(args) -> dict:
     """Score every arm of a finished `run` with the LLM judge on the EPITOME rubric (levels 0-2), the
     second judge the loop never saw; adds `by_llm_judge` to runs[THERAPIST] in --out."""
-    import numpy as np
-    from sklearn.metrics import f1_score
-
     from theraloop.agent import RefineConfig
     from theraloop.io import write_json
     from theraloop.judge import JudgeConfig, LLMJudge, score_items
+    from theraloop.judge._encoder import agreement_metrics
     from theraloop.llm import LLMConfig, build_llm, describe_default, run_sync
     from theraloop.llm._install import installed_path
     from theraloop.safety import default_assessor
@@ -260,10 +258,9 @@ def llm_judge(args) -> dict:
               for arm in texts}
     agreement = {}
     for key in keys:
-        human = [int(item.human_scores[key]) for item in parsed]
-        judged = [row[key] for row in levels["original"]]
-        agreement[key] = {"accuracy": round(float(np.mean(np.equal(human, judged))), 4),
-                          "macro_f1": round(float(f1_score(human, judged, average="macro")), 4)}
+        metrics = agreement_metrics([item.human_scores[key] for item in parsed], [row[key] for row in levels["original"]],
+                                    judge.rubric.scale.levels)
+        agreement[key] = {"accuracy": round(metrics["accuracy"], 4), "macro_f1": round(metrics["macro_f1"], 4)}
     calls = [judgments[item.id] for item in items]
     report["by_llm_judge"] = {
         "judge": describe_default() if judge_model is None else judge_model, "rubric": "epitome",
@@ -313,7 +310,7 @@ def run(args) -> dict:
     run_dir = args.run_dir / args.therapist
     run_dir.mkdir(parents=True, exist_ok=True)
     records_path = run_dir / "posts.jsonl"
-    records = read_jsonl_by_id(run_dir / "posts.jsonl")
+    records = read_jsonl_by_id(records_path)
     started = time.perf_counter()
     stopped_for_time = False
     with open(records_path, "a", encoding="utf-8") as handle:
