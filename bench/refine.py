@@ -224,8 +224,8 @@ def llm_judge(args) -> dict:
     from theraloop.io import write_json
     from theraloop.judge import JudgeConfig, LLMJudge, score_items
     from theraloop.judge._encoder import agreement_metrics
-    from theraloop.llm import LLMConfig, build_llm, describe_default, run_sync
-    from theraloop.llm._install import installed_path
+    from theraloop.llm import LLMConfig, LLMUnavailable, build_llm, describe_default, run_sync
+    from theraloop.llm._install import resolve_model
     from theraloop.safety import default_assessor
 
     results = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
@@ -242,9 +242,12 @@ def llm_judge(args) -> dict:
         raise SystemExit(f"{run_dir / 'posts.jsonl'} lacks {len(missing)} posts of the report ({missing[:3]}...)")
     safety = default_assessor()
     texts = arm_texts(records, done, {item.id: safety.assess(item.context) for item in done}, RefineConfig().region)
-    judge_model = None if args.judge_model == "embedded" else str(installed_path(args.judge_model))
-    config = JudgeConfig(rubric="epitome", llm=LLMConfig(model=judge_model, n_threads=args.threads))
-    judge = LLMJudge(build_llm(config.llm), config)
+    try:  # a registered name becomes its installed file; a missing model stops here, before any judging
+        judge_model = None if args.judge_model == "embedded" else resolve_model(args.judge_model)
+        config = JudgeConfig(rubric="epitome", llm=LLMConfig(model=judge_model, n_threads=args.threads))
+        judge = LLMJudge(build_llm(config.llm), config)
+    except LLMUnavailable as exc:
+        raise SystemExit(f"--judge-model {args.judge_model}: {exc}") from None
     keys = judge.rubric.keys
     items = [item.model_copy(update={"id": f"{arm}:{item.id}", "response": text, "human_scores": None})
              for arm, arm_texts_ in texts.items() for item, text in zip(done, arm_texts_, strict=True)]
