@@ -27,10 +27,12 @@ from theraloop.judge._encoder import (
     PairTokenizer,
     _build_heads,
     agreement_metrics,
+    categorical_loss,
     check_training_items,
     choose_decision_weights,
     class_weights,
     cumulative_link_loss,
+    decode_categorical,
     decode_ordinal,
     evaluate_predictions,
     read_training_jsonl,
@@ -77,6 +79,27 @@ def test_cumulative_link_loss_hand_computed_with_weights_and_mask():
     both = torch.tensor([[1.0, 2.0], [3.0, 2.0]])
     rated_second = (2 * (bce(5.0, 0) + bce(5.0, 1)) + 2 * (bce(-5.0, 0) + bce(-5.0, 0))) / 4
     assert cumulative_link_loss(logits, levels, both).item() == pytest.approx((expected + rated_second) / 2, rel=1e-6)
+
+
+def test_decode_categorical_hand_computed():
+    logits = torch.tensor([[[0.0, math.log(3.0), 0.0]], [[2.0, 0.0, 1.0]]])  # (B=2, D=1, K=3)
+    levels, expected, probabilities = decode_categorical(logits)
+    assert levels.squeeze(1).tolist() == [1, 0]  # a middle level wins on its own logit
+    assert probabilities[0, 0].tolist() == pytest.approx([0.2, 0.6, 0.2], abs=1e-6)
+    assert expected[0, 0].item() == pytest.approx(0.6 + 2 * 0.2, abs=1e-6)
+    z = math.exp(2.0) + 1 + math.exp(1.0)
+    assert expected[1, 0].item() == pytest.approx((1 + 2 * math.exp(1.0)) / z, abs=1e-6)
+
+
+def test_categorical_loss_hand_computed_with_weights_mask_and_focal():
+    logits = torch.tensor([[[0.0, math.log(3.0), 0.0], [9.0, 0.0, 0.0]],
+                           [[1.0, 1.0, 1.0], [0.0, 0.0, 9.0]]])  # (B=2, D=2, K=3)
+    levels = torch.tensor([[1, 0], [2, 0]])
+    weights = torch.tensor([[1.0, 0.0], [3.0, 0.0]])  # second dimension unrated everywhere: masked out
+    first, second = -math.log(0.6), -math.log(1 / 3)
+    assert categorical_loss(logits, levels, weights).item() == pytest.approx((first + 3 * second) / 4, rel=1e-6)
+    focal = (first * 0.4**2 + 3 * second * (2 / 3) ** 2) / 4  # cross-entropy x (1 - p_true)^2
+    assert categorical_loss(logits, levels, weights, gamma=2.0).item() == pytest.approx(focal, rel=1e-6)
 
 
 def test_regression_loss_hand_computed():
@@ -221,7 +244,7 @@ def test_judge_protocol_batches_concurrent_calls_and_resumes(tiny_backbone, epit
     assert [j.model_dump() for j in everything] == [j.model_dump() for j in expected]
 
 
-def test_therajudge_ordinal_with_missing_dimensions_and_regression(tiny_backbone, tmp_path):
+def test_therajudge_every_head_with_missing_dimensions(tiny_backbone, tmp_path):
     rng = np.random.default_rng(0)
     keys = ["guidance", "informativeness", "relevance", "safety", "empathy", "helpfulness", "understanding"]
     items = []
@@ -232,7 +255,7 @@ def test_therajudge_ordinal_with_missing_dimensions_and_regression(tiny_backbone
                                   human_scores={key: int(rng.integers(1, 6)) for key in rated}))
     for item in items[18:]:  # no dev response rated for safety: its decision weights stay at 1
         item.human_scores = {key: value for key, value in item.human_scores.items() if key != "safety"} or {"empathy": 3}
-    for head in ("ordinal", "regression"):
+    for head in ("ordinal", "categorical", "regression"):
         result = train_encoder_judge(items[:18], items[18:], _config(tiny_backbone, rubric="therajudge", head=head),
                                      progress=False)
         predictions = result.judge.predict_detailed(items[18:])
@@ -241,7 +264,8 @@ def test_therajudge_ordinal_with_missing_dimensions_and_regression(tiny_backbone
             assert all(1 <= level <= 5 for level in prediction.levels.values())
             assert all(1.0 <= value <= 5.0 for value in prediction.expected.values())
         assert (predictions[0].probabilities is None) == (head == "regression")
-        if head == "ordinal":
+        if head != "regression":
+            assert all(sum(p) == pytest.approx(1.0, abs=1e-5) for p in predictions[0].probabilities.values())
             assert result.judge.spec["decision_weights"]["safety"] == [1.0] * 5
             assert result.judge.spec["decision_weights_dev"]["safety"] == {"n": 0}
         else:
@@ -325,17 +349,22 @@ def test_onnx_export_scores_like_torch(tiny_backbone, epitome_parts, tmp_path):
         EncoderJudge.load(out, runtime="tensorflow")
 
 
-def test_onnx_export_of_the_regression_head(tiny_backbone, epitome_parts, tmp_path):
+@pytest.mark.parametrize("head", ["categorical", "regression"])
+def test_onnx_export_of_the_other_heads(head, tiny_backbone, epitome_parts, tmp_path):
     train, dev, test = epitome_parts
     out = tmp_path / "judge"
-    judge = train_encoder_judge(train, dev, _config(tiny_backbone, head="regression"), out_dir=out,
-                                progress=False).judge
+    judge = train_encoder_judge(train, dev, _config(tiny_backbone, head=head), out_dir=out, progress=False).judge
     judge.export_onnx(out, quantize=False)
     exported = EncoderJudge.load(out, runtime="onnx", threads=1).predict_detailed(test)
     reference = judge.predict_detailed(test)
     assert [p.levels for p in exported] == [p.levels for p in reference]
     assert np.abs(_expected(exported) - _expected(reference)).max() < 1e-5
-    assert all(p.probabilities is None for p in exported)
+    for old, new in zip(reference, exported, strict=True):
+        if head == "regression":
+            assert new.probabilities is None
+        else:  # levels follow the decision weights chosen on dev, from the same probabilities
+            for key in old.probabilities:
+                assert new.probabilities[key] == pytest.approx(old.probabilities[key], abs=1e-5)
 
 
 # --- training data errors and the CLI ---------------------------------------------------------

@@ -1,6 +1,6 @@
 """The trained encoder judge: a small transformer encoder reads (context, response) as one
 cross-encoder pair and predicts every rubric dimension from one pooled vector, with an ordinal
-(cumulative-link) or a regression head per dimension. It fine-tunes on CPU in minutes and scores
+(cumulative-link), a categorical (softmax) or a regression head per dimension. It fine-tunes on CPU in minutes and scores
 hundreds of responses a second, so it can stand in for the LLM judge inside loops.
 """
 
@@ -54,7 +54,10 @@ class EncoderJudgeConfig(StrictModel):
     dimensions: list[str] | None = Field(None, description="a subset of the rubric's dimensions")
     backbone: str | None = Field(None, description="local folder of a transformers encoder with a fast "
                                                    "tokenizer; default: the bundled all-MiniLM-L6-v2")
-    head: Literal["ordinal", "regression"] = "ordinal"
+    head: Literal["ordinal", "categorical", "regression"] = Field(
+        "ordinal", description="ordinal: one score and ordered thresholds per dimension; categorical: a softmax over "
+                               "the levels (a rare middle level gets its own logit); regression: the level as a "
+                               "number (for averaged ratings)")
     max_length: int = Field(256, ge=16, le=512, description="tokens per (context, response) pair")
     epochs: int = Field(4, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
@@ -70,7 +73,8 @@ class EncoderJudgeConfig(StrictModel):
         "balanced", description="per-dimension example weights against skewed levels: n/(K n_c), its square "
                                 "root, or none")
     focal_gamma: float = Field(0.0, ge=0, description="focal modulation (1 - p_t)^gamma of each ordinal threshold's "
-                                                      "cross-entropy; 0: plain cross-entropy")
+                                                      "(or the categorical head's) cross-entropy; 0: plain "
+                                                      "cross-entropy")
     input_mode: Literal["pair", "response"] = Field(
         "pair", description="pair: the encoder reads context and response together (the response attends to "
                             "the post); response: the response alone")
@@ -88,8 +92,9 @@ class EncoderJudgeConfig(StrictModel):
                                                              "context) when no dev set is given")
     decision_weights: bool = Field(
         True, description="after training, choose per dimension the class weights w (levels = argmax of w x "
-                          "class probability) that maximise dev macro-F1 (ordinal head); otherwise a level is "
-                          "the number of thresholds passed with probability > 0.5")
+                          "class probability) that maximise dev macro-F1 (ordinal and categorical heads); "
+                          "otherwise a level is the number of thresholds passed with probability > 0.5 "
+                          "(ordinal) or the most probable level (categorical)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     seed: int = 0
 
@@ -126,6 +131,19 @@ def cumulative_link_loss(logits: torch.Tensor, levels: torch.Tensor, weights: to
     if gamma > 0:
         per_threshold = per_threshold * (1 - torch.exp(-per_threshold)) ** gamma
     return _masked_mean(per_threshold.sum(-1), weights)
+
+
+def categorical_loss(logits: torch.Tensor, levels: torch.Tensor, weights: torch.Tensor,
+                     gamma: float = 0.0) -> torch.Tensor:
+    """Softmax cross-entropy over the levels; logits (B, D, K), levels and weights as in
+    cumulative_link_loss. gamma > 0: focal loss, the cross-entropy times (1 - p_true)^gamma."""
+    import torch
+    import torch.nn.functional as F
+
+    per_example = F.cross_entropy(logits.transpose(1, 2), levels.clamp(0, logits.shape[-1] - 1), reduction="none")
+    if gamma > 0:
+        per_example = per_example * (1 - torch.exp(-per_example)) ** gamma
+    return _masked_mean(per_example, weights)
 
 
 def span_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -171,6 +189,18 @@ def decode_ordinal(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     probabilities = torch.cat([1 - above[..., :1], above[..., :-1] - above[..., 1:], above[..., -1:]], dim=-1)
     return levels, expected, probabilities
 
+
+def decode_categorical(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits (B, D, K) -> (0-based levels: the most probable, expected levels, softmax probabilities)."""
+    import torch
+
+    probabilities = torch.softmax(logits, dim=-1)
+    expected = (probabilities * torch.arange(logits.shape[-1], dtype=probabilities.dtype)).sum(-1)
+    return probabilities.argmax(-1), expected, probabilities
+
+
+# Heads whose outputs are class probabilities (levels, decision weights, macro-F1 selection).
+CLASS_HEADS = ("ordinal", "categorical")
 
 # Candidate class weights, log-spaced around 1 (1 itself included).
 DECISION_GRID = tuple(sorted({1.0, *np.round(np.exp(np.linspace(np.log(0.25), np.log(8.0), 16)), 4).tolist()}))
@@ -228,6 +258,16 @@ def _build_heads(hidden: int, n_dimensions: int, n_levels: int, head: str) -> nn
         def forward(self, pooled: torch.Tensor) -> torch.Tensor:
             return self.score(pooled).unsqueeze(-1) - self.thresholds().unsqueeze(0)
 
+    class CategoricalHeads(nn.Module):
+        """Per dimension K logits, one a level."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.logits = nn.Linear(hidden, n_dimensions * n_levels)
+
+        def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+            return self.logits(pooled).view(-1, n_dimensions, n_levels)
+
     class RegressionHeads(nn.Module):
         """Per dimension a linear map to the level scaled to [0, 1]."""
 
@@ -238,7 +278,7 @@ def _build_heads(hidden: int, n_dimensions: int, n_levels: int, head: str) -> nn
         def forward(self, pooled: torch.Tensor) -> torch.Tensor:
             return self.value(pooled)
 
-    return OrdinalHeads() if head == "ordinal" else RegressionHeads()
+    return {"ordinal": OrdinalHeads, "categorical": CategoricalHeads, "regression": RegressionHeads}[head]()
 
 
 def mean_pooled(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -421,7 +461,8 @@ def _response_offsets(encoding: Any, sequence: int) -> list[tuple[int, int] | No
 
 
 class EncoderPrediction(BaseModel):
-    """One response's prediction: integer levels, expected levels, class probabilities (ordinal)."""
+    """One response's prediction: integer levels, expected levels, class probabilities (ordinal and
+    categorical heads)."""
 
     id: str
     system: str | None = None
@@ -488,6 +529,8 @@ def decode_outputs(outputs: torch.Tensor, head: str, span: int) -> tuple[torch.T
     """The heads' outputs -> (0-based levels, expected levels, class probabilities or None)."""
     if head == "ordinal":
         return decode_ordinal(outputs)
+    if head == "categorical":
+        return decode_categorical(outputs)
     expected = (outputs * span).clamp(0, span)
     return expected.round().long(), expected, None
 
@@ -668,8 +711,8 @@ class EncoderJudge:
     def fit_decision_weights(self, dev: Sequence[ResponseItem]) -> dict[str, Any]:
         """Choose the decision weights on `dev` (see choose_decision_weights) and keep them in the spec
         (saved with it); returns dev macro-F1 per dimension with thresholds at 0.5 and with the weights."""
-        if self.head != "ordinal":
-            raise ValueError("decision weights need class probabilities: an ordinal head")
+        if self.head not in CLASS_HEADS:
+            raise ValueError(f"decision weights need class probabilities: a {' or '.join(CLASS_HEADS)} head")
         predictions = self.predict_detailed(dev, use_decision_weights=False)
         chosen, report = {}, {}
         for key in self._rubric.keys:
@@ -727,7 +770,7 @@ class EncoderJudge:
         path = Path(path)
         if not (path / SPEC_FILE).is_file():
             raise InputError(f"{path}: save the judge there before exporting it")
-        outputs = ["levels", "expected", "probabilities"] if self.head == "ordinal" else ["levels", "expected"]
+        outputs = ["levels", "expected"] + (["probabilities"] if self.head in CLASS_HEADS else [])
         if self.has_spans:
             outputs.append("span_probabilities")
         self.spec["onnx"] = export_pair_model(_scoring_module(self.model, self.head, self._span), self.pair_tokenizer,
@@ -793,9 +836,9 @@ def _check_targets(items: Sequence[ResponseItem], rubric: Rubric, full_rubric: R
             if not scale.min <= value <= scale.max or math.isnan(value):
                 raise InputError(f"{where(index)}: field 'human_scores.{key}': {value} is outside the rubric's "
                                  f"scale {scale.min}..{scale.max}")
-            if head == "ordinal" and value != int(value):
+            if head in CLASS_HEADS and value != int(value):
                 raise InputError(f"{where(index)}: field 'human_scores.{key}': {value} is not an integer level; "
-                                 "the ordinal head needs levels (use head: regression for averaged ratings)")
+                                 f"the {head} head needs levels (use head: regression for averaged ratings)")
 
 
 def check_training_items(items: Sequence[ResponseItem], config: EncoderJudgeConfig, source: str = "training data") -> None:
@@ -969,7 +1012,7 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
     With config.freeze_layers, `state_cache` (a dict, read and extended) shares the frozen layers'
     outputs between runs on the same backbone (e.g. cross-validation folds).
 
-    Selection: mean macro-F1 over dimensions (ordinal) or lowest mean MAE (regression). Without a dev
+    Selection: mean macro-F1 over dimensions (ordinal, categorical) or lowest mean MAE (regression). Without a dev
     set, `dev_fraction` of the training data (grouped by context) is held out. With `out_dir`, the
     best judge is saved there and a checkpoint after each epoch lets a killed run resume.
     """
@@ -1059,7 +1102,8 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
             say(f"{checkpoint_path} belongs to another config or data; starting afresh")
 
     lengths = [len(item.ids) for item in encoded]
-    loss_fn = cumulative_link_loss if config.head == "ordinal" else regression_loss
+    classifies = config.head in CLASS_HEADS
+    loss_fn = {"ordinal": cumulative_link_loss, "categorical": categorical_loss}.get(config.head, regression_loss)
     span = rubric.scale.max - rubric.scale.min
     bar = tqdm(total=total_steps, initial=step, desc="training encoder judge", disable=not progress,
                dynamic_ncols=True)
@@ -1083,7 +1127,7 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
                                                                     config.freeze_layers)
                 else:
                     outputs, span_logits = model.forward_all(**inputs)
-                if config.head == "ordinal":
+                if classifies:
                     loss = loss_fn(outputs, torch.nan_to_num(batch_targets).long(), batch_weights, config.focal_gamma)
                 else:
                     loss = loss_fn(outputs, batch_targets / span, batch_weights)
@@ -1104,7 +1148,7 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{np.mean(running[-20:]):.3f}")
             metrics = evaluate_predictions(judge.predict_detailed(dev, config.eval_batch_size), dev, rubric)
-            score = metrics["mean_macro_f1"] if config.head == "ordinal" else -metrics["mean_mae"]
+            score = metrics["mean_macro_f1"] if classifies else -metrics["mean_mae"]
             history.append({"epoch": epoch, "step": step, "train_loss": float(np.mean(running)) if running else None,
                             "dev": metrics})
             say(f"epoch {epoch}: train loss {history[-1]['train_loss']:.4f}, dev mean macro-F1 "
@@ -1130,11 +1174,11 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
     model.eval()
     spec["training"] = {"n_train": len(train), "n_dev": len(dev), "epochs_run": len(history), "steps": step,
                         "best_epoch": best["epoch"],
-                        "selection": "dev mean macro-F1" if config.head == "ordinal" else "dev mean MAE",
+                        "selection": "dev mean macro-F1" if classifies else "dev mean MAE",
                         "best_dev": next(h["dev"] for h in history if h["epoch"] == best["epoch"]),
                         "class_weights": weights_by_level.tolist(), "data_fingerprint": fingerprint,
                         "config_hash": config_hash(config)}
-    if config.decision_weights and config.head == "ordinal":
+    if config.decision_weights and classifies:
         report = judge.fit_decision_weights(dev)
         say("decision weights on dev: " + ", ".join(
             f"{key} macro-F1 {row['macro_f1_thresholds']:.3f} -> {row['macro_f1_weighted']:.3f}"
@@ -1146,6 +1190,7 @@ def train_encoder_judge(train: Sequence[ResponseItem], dev: Sequence[ResponseIte
 
 
 __all__ = [
+    "CLASS_HEADS",
     "EncoderJudge",
     "EncoderJudgeConfig",
     "EncoderPrediction",
@@ -1155,9 +1200,11 @@ __all__ = [
     "check_training_items",
     "choose_decision_weights",
     "class_weights",
+    "categorical_loss",
     "cumulative_link_loss",
     "span_loss",
     "truncate_layers",
+    "decode_categorical",
     "decode_ordinal",
     "decode_outputs",
     "evaluate_predictions",

@@ -1,5 +1,6 @@
 """`theraloop judge train`: train a judge from human-scored responses. Methods dispatch by name:
-`encoder` (a fine-tuned encoder with ordinal heads) and `dpo` (a generative chat judge, DPO + LoRA)."""
+`encoder` (a fine-tuned encoder with ordinal, categorical or regression heads) and `dpo` (a generative chat
+judge, DPO + LoRA)."""
 
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ def train_command(
     config: ConfigOption = None,
     out: OutOption = None,
     rubric: Annotated[str | None, typer.Option(help="rubric name or YAML path (e.g. epitome, therajudge)")] = None,
-    head: Annotated[str | None, typer.Option(help="ordinal | regression")] = None,
+    head: Annotated[str | None, typer.Option(help="ordinal | categorical | regression")] = None,
     epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
     max_steps: Annotated[int | None, typer.Option(help="stop after this many optimiser steps")] = None,
     max_length: Annotated[int | None, typer.Option(help="tokens per training example")] = None,
