@@ -1,7 +1,8 @@
 """The trained encoder judge: a small transformer encoder reads (context, response) as one
-cross-encoder pair and predicts every rubric dimension from one pooled vector, with an ordinal
-(cumulative-link), a categorical (softmax) or a regression head per dimension. It fine-tunes on CPU in minutes and scores
-hundreds of responses a second, so it can stand in for the LLM judge inside loops.
+cross-encoder pair (or the response alone) and predicts every rubric dimension from one pooled vector,
+with an ordinal (cumulative-link), a categorical (softmax) or a regression head per dimension. It
+fine-tunes on CPU in minutes and scores hundreds of responses a second, so it can stand in for the LLM
+judge inside loops.
 """
 
 from __future__ import annotations
