@@ -119,8 +119,8 @@ FINAL_RUN = f"ablation/{FINAL_NAME}"
 # read as its best grouped reading: the ordinal full_spans (also the seed ensemble), categorical, the final.
 SEEDED = {"full_spans": True, "categorical": False, FINAL_NAME: FINAL_DECISION_WEIGHTS}
 FINAL = ABLATION[FINAL_NAME][0]
-# Timed judges, JSON section -> (run, read with decision weights): the final judge; the response-only judge,
-# which reads about 50 tokens against the pair's 85 and scores fastest; the judge on the larger backbone and
+# Timed judges, JSON section -> (run, read with decision weights): the final judge; the ordinal response-only
+# judge, which reads about 50 tokens against the pair's 85; the judge on the larger backbone and
 # the 4-layer pair judge (what accuracy costs in speed, and the reverse).
 TIMED = {"scoring": (FINAL_RUN, FINAL_DECISION_WEIGHTS), "scoring_fast": ("ablation/response_only", True),
          "scoring_large": ("ablation/mpnet", True), "scoring_layers4": ("ablation/layers4", True)}
@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> dict:
     for config_name, use_weights in SEEDED.items():
         for name in [f"ablation/{config_name}"] + [f"ablation/{config_name}-seed{seed}" for seed in ENSEMBLE_SEEDS[1:]]:
             if name in runs:
-                metrics = _metrics((decided[name] if use_weights else runs[name]["predictions"]), test)
+                metrics = _metrics(readings["decision_weights" if use_weights else "no_decision_weights"](name), test)
                 seed_spread[name] = {key: round(metrics[key]["macro_f1"], 4) for key in MECHANISMS}
     for variant in paper.values():
         variant["beats_paper"] = {key: variant[key]["macro_f1"] >= PUBLISHED[key]["macro_f1"] for key in MECHANISMS}

@@ -124,13 +124,10 @@ def cumulative_link_loss(logits: torch.Tensor, levels: torch.Tensor, weights: to
     gamma > 0: focal loss, each threshold's cross-entropy times (1 - p_t)^gamma, p_t the probability
     given to the right side of that threshold.
     """
-    import torch
     import torch.nn.functional as F
 
     targets = ordinal_targets(levels.clamp(0, logits.shape[-1]), logits.shape[-1] + 1)
-    per_threshold = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    if gamma > 0:
-        per_threshold = per_threshold * (1 - torch.exp(-per_threshold)) ** gamma
+    per_threshold = _focal(F.binary_cross_entropy_with_logits(logits, targets, reduction="none"), gamma)
     return _masked_mean(per_threshold.sum(-1), weights)
 
 
@@ -138,13 +135,17 @@ def categorical_loss(logits: torch.Tensor, levels: torch.Tensor, weights: torch.
                      gamma: float = 0.0) -> torch.Tensor:
     """Softmax cross-entropy over the levels; logits (B, D, K), levels and weights as in
     cumulative_link_loss. gamma > 0: focal loss, the cross-entropy times (1 - p_true)^gamma."""
-    import torch
     import torch.nn.functional as F
 
     per_example = F.cross_entropy(logits.transpose(1, 2), levels.clamp(0, logits.shape[-1] - 1), reduction="none")
-    if gamma > 0:
-        per_example = per_example * (1 - torch.exp(-per_example)) ** gamma
-    return _masked_mean(per_example, weights)
+    return _masked_mean(_focal(per_example, gamma), weights)
+
+
+def _focal(cross_entropy: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Cross-entropy times (1 - p)^gamma, p = exp(-cross-entropy) the probability given to the truth."""
+    import torch
+
+    return cross_entropy * (1 - torch.exp(-cross_entropy)) ** gamma if gamma > 0 else cross_entropy
 
 
 def span_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
