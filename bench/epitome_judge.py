@@ -421,7 +421,7 @@ def scoring_speed(model_dir: Path, test, threads: int, batch_size: int, repeats:
     from theraloop.judge._onnx import INT8
 
     torch_judge = EncoderJudge.load(model_dir, threads=threads)
-    if torch_judge.spec.get("onnx", {}).get("quantization") != INT8:  # none yet, fp32 or an older scheme
+    if torch_judge.spec.get("onnx", {}).get("quantization") != INT8:  # none yet, fp32 or another scheme
         torch_judge.export_onnx(model_dir, quantize=True)
     runs = {}
     predictions = {}
@@ -456,9 +456,7 @@ def scoring_speed(model_dir: Path, test, threads: int, batch_size: int, repeats:
     return {"responses": len(test), "batch_size": batch_size, "threads": threads, "cpu_count": os.cpu_count(),
             "repeats": repeats, "model_dir": str(model_dir), "runtimes": runs,
             "responses_per_second": runs["onnx_int8"]["responses_per_second"],
-            "quantization": torch_judge.spec["onnx"]["quantization"],
-            "levers": "ONNX Runtime int8 dynamic per-channel quantisation (the first two layers' feed-forward "
-                      "output projections kept float32), eager attention exported (faster in ORT than sdpa); "
+            "levers": "ONNX Runtime int8 dynamic per-channel quantisation, eager attention exported (faster in ORT than sdpa); "
                       "ONNX: one response at a time (no padding, scores independent of batch-mates) on two "
                       "single-threaded sessions; torch: inputs sorted by length and padded per batch of "
                       f"{batch_size}; " + (f"(post, response) pairs cut to {torch_judge.spec['max_length']} tokens from the "

@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 import typer
@@ -40,7 +39,7 @@ from theraloop.judge._encoder import (
     regression_loss,
     train_encoder_judge,
 )
-from theraloop.judge._onnx import FLOAT_NODES, INT8, ONNX_FILE
+from theraloop.judge._onnx import ONNX_FILE
 from theraloop.judge._run import score_items
 from theraloop.judge._train_cli import register_train
 from theraloop.records import ResponseItem
@@ -328,12 +327,8 @@ def test_onnx_export_scores_like_torch(tiny_backbone, epitome_parts, tmp_path):
 
     judge.export_onnx(out)  # int8: weights rounded, so levels near a threshold may flip
     int8 = EncoderJudge.load(out, runtime="onnx", threads=1)
-    onnx_spec = json.loads((out / SPEC_FILE).read_text())["onnx"]
-    assert onnx_spec["quantization"] == INT8 and int8.name == f"{judge.name}+onnx-int8@{onnx_spec['sha256'][:8]}"
-    ops = {node.name: node.op_type for node in onnx.load(str(out / ONNX_FILE)).graph.node}
-    kept_float = [name for name in ops if FLOAT_NODES.search(name)]
-    assert len(kept_float) == 2 and {ops[name] for name in kept_float} == {"MatMul"}  # both layers' FFN output
-    assert "MatMulInteger" in ops.values()  # the rest is int8
+    assert int8.name == judge.name + "+onnx-int8" and json.loads((out / SPEC_FILE).read_text())["onnx"][
+        "quantization"] == "int8-dynamic-per-channel"
     quantized = int8.predict_detailed(items, batch_size=8)
     assert np.abs(_expected(quantized) - _expected(reference)).mean() < 0.02
     torch_f1 = evaluate_predictions(reference, items, judge.rubric)["mean_macro_f1"]
@@ -437,7 +432,7 @@ def test_cli_judge_train_encoder(tiny_backbone, epitome_parts, tmp_path):
     assert set(manifest["inputs"]) == {"data", "dev"}
     assert EncoderJudge.load(out).rubric.name == "epitome"
     assert "exported" in result.output and manifest["onnx"] == "int8"  # the default export after training
-    assert "+onnx-int8@" in EncoderJudge.load(out, runtime="onnx").name
+    assert EncoderJudge.load(out, runtime="onnx").name.endswith("+onnx-int8")
 
     exported = CliRunner().invoke(_cli_app(), ["judge", "export", str(out), "--no-quantize"])
     assert exported.exit_code == 0, exported.output + repr(exported.exception)

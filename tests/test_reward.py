@@ -159,7 +159,7 @@ def test_onnx_export_scores_like_torch_and_keeps_margin_caches_apart(trained, tm
 
     result.model.export_onnx(folder)
     int8 = RewardModel.load(folder, runtime="onnx", threads=1)
-    assert int8.fingerprint == result.model.fingerprint + "+onnx-int8@" + int8.onnx.spec["sha256"][:8]
+    assert int8.fingerprint == result.model.fingerprint + "+onnx-int8"
     quantized = int8.score(prompts, responses, batch_size=16)
     # Quantisation moves rewards by a small fraction of their spread and keeps the preferences.
     assert np.abs(quantized - reference).max() < 0.1 * reference.std()

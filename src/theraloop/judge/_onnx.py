@@ -6,7 +6,6 @@ quantisation of its weight matrices; scoring then runs in ONNX Runtime, several 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,13 +26,7 @@ OPSET = 17
 # on its batch-mates; scored one at a time they do not, agree better with torch (EPITOME test, final
 # judge: mean macro-F1 +0.002 against torch, +0.008 in batches of 32) and, on two sessions, run faster.
 ONNX_BATCH_SIZE = 1
-INT8 = "int8-dynamic-per-channel+fp32-early-ffn-out"
-# The feed-forward output projections of the first two transformer layers stay float32: their inputs (after
-# GELU) quantise worst. Chosen on 800 EPITOME training responses, without labels, against the torch levels
-# of the final judge: levels equal 98.5 / 98.1 / 99.4% with every MatMul int8, 99.1 / 99.4 / 99.8% with
-# these two float (all six float: 98.9 / 99.6 / 99.9%, 20% slower; these two: about 1%). Names follow
-# BERT-family encoders (MiniLM, MPNet); on others nothing matches and every MatMul is quantised.
-FLOAT_NODES = re.compile(r"/layer\.[01]/output/dense/MatMul$")
+INT8 = "int8-dynamic-per-channel"
 
 
 def check_runtime(runtime: str) -> Runtime:
@@ -73,14 +66,11 @@ def export_pair_model(module: nn.Module, pair_tokenizer: Any, folder: str | Path
         for part, implementation in zip(backbones, previous, strict=True):
             part.set_attn_implementation(implementation)
     if quantize:
-        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        float_nodes = [node.name for node in onnx.load(str(fp32)).graph.node if FLOAT_NODES.search(node.name)]
         # One scale per output channel: per-tensor scales moved a MiniLM judge's expected levels by
         # 0.044 on average on EPITOME, per-channel by 0.013.
-        quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_exclude=float_nodes)
+        quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8, per_channel=True)
         fp32.unlink()
     else:
         fp32.replace(target)
@@ -90,9 +80,9 @@ def export_pair_model(module: nn.Module, pair_tokenizer: Any, folder: str | Path
 
 
 def runtime_tag(onnx_spec: dict[str, Any]) -> str:
-    """Marks names and fingerprints of ONNX-scored models: int8 scores differ slightly from torch's and
-    between quantisation schemes, so caches keyed by them must not mix them (the graph's hash tells)."""
-    return f"+onnx-int8@{onnx_spec['sha256'][:8]}" if onnx_spec["quantization"].startswith("int8") else "+onnx"
+    """Marks names and fingerprints of ONNX-scored models: int8 scores differ slightly from torch's,
+    so caches keyed by them must not mix the two."""
+    return "+onnx-int8" if onnx_spec["quantization"].startswith("int8") else "+onnx"
 
 
 class OnnxPairModel:
