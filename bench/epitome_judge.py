@@ -126,6 +126,15 @@ TIMED = {"scoring": (FINAL_RUN, FINAL_DECISION_WEIGHTS), "scoring_fast": ("ablat
          "scoring_large": ("ablation/mpnet", True), "scoring_layers4": ("ablation/layers4", True)}
 
 
+def seed_runs(config_name: str) -> dict[int, str]:
+    """Seed -> run name of a configuration trained on the paper split with each of ENSEMBLE_SEEDS."""
+    return {seed: f"ablation/{config_name}" + (f"-seed{seed}" if seed else "") for seed in ENSEMBLE_SEEDS}
+
+
+def reading_name(decision_weights: bool) -> str:
+    return "decision_weights" if decision_weights else "no_decision_weights"
+
+
 def _default_data_root() -> Path:
     from theraloop.data import shared_data_root
 
@@ -514,9 +523,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_ablation:
         for key in MECHANISMS:
             plan[f"ablation/{PER_MECHANISM}-{key}"] = (train, dev, test, {**FULL_SPANS, "dimensions": [key]}, 0)
-    for name in SEEDED:
-        for seed in ENSEMBLE_SEEDS[1:]:
-            plan[f"ablation/{name}-seed{seed}"] = (train, dev, test, with_backbone_folder(ABLATION[name][0], args.runs), seed)
+    for config_name in SEEDED:
+        for seed, name in seed_runs(config_name).items():
+            if seed:  # seed 0 is the ablation run itself
+                plan[name] = (train, dev, test, with_backbone_folder(ABLATION[config_name][0], args.runs), seed)
     for k, (fold_train, fold_dev, fold_test) in enumerate(folds):
         for candidate in GROUPED_CANDIDATES:
             plan[f"grouped-{candidate}/fold{k}"] = (fold_train, fold_dev, fold_test, ABLATION[candidate][0], 0)
@@ -569,7 +579,7 @@ def main(argv: list[str] | None = None) -> dict:
     # probable level (categorical head).
     readings = {"no_decision_weights": lambda name: runs[name]["predictions"],
                 "decision_weights": lambda name: decided[name]}
-    final_reading_name = "decision_weights" if FINAL_DECISION_WEIGHTS else "no_decision_weights"
+    final_reading_name = reading_name(FINAL_DECISION_WEIGHTS)
 
     # Paper protocol: the final judge (FINAL_RUN) with and without decision weights; the 3-seed ensemble of full_spans.
     paper: dict[str, Any] = {}
@@ -580,8 +590,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  "decision_weights": decisions[FINAL_RUN]["weights"] if FINAL_DECISION_WEIGHTS else None}
         paper["single_model_decision_weights"] = _metrics(decided[FINAL_RUN], test)
         paper["single_model_no_decision_weights"] = _metrics(runs[FINAL_RUN]["predictions"], test)
-    member_names = [name for name in ["ablation/full_spans"] + [f"ablation/full_spans-seed{seed}"
-                                                                 for seed in ENSEMBLE_SEEDS[1:]] if name in runs]
+    member_names = [name for name in seed_runs("full_spans").values() if name in runs]
     if len(member_names) == len(ENSEMBLE_SEEDS):
         mean = ensemble([runs[name]["predictions"] for name in member_names])
         weights = ensemble_decisions([decisions[name] for name in member_names], dev)
@@ -591,9 +600,9 @@ def main(argv: list[str] | None = None) -> dict:
     # How much the seed alone moves the paper-protocol numbers (the seeds trained so far).
     seed_spread = {}
     for config_name, use_weights in SEEDED.items():
-        for name in [f"ablation/{config_name}"] + [f"ablation/{config_name}-seed{seed}" for seed in ENSEMBLE_SEEDS[1:]]:
+        for name in seed_runs(config_name).values():
             if name in runs:
-                metrics = _metrics(readings["decision_weights" if use_weights else "no_decision_weights"](name), test)
+                metrics = _metrics(readings[reading_name(use_weights)](name), test)
                 seed_spread[name] = {key: round(metrics[key]["macro_f1"], 4) for key in MECHANISMS}
     for variant in paper.values():
         variant["beats_paper"] = {key: variant[key]["macro_f1"] >= PUBLISHED[key]["macro_f1"] for key in MECHANISMS}
