@@ -8,6 +8,8 @@ post) three arms are compared:
               by the driving judge, the original kept if no rewrite beats it; N = the loop's rewrite budget
   loop        the Critic -> Coach -> Therapist loop driven by the encoder judge (`theraloop refine --engine
               encoder`): the Critic receives the encoder's level per EPITOME mechanism as named findings
+  loop_keep_met  the same loop with `--keep-met`: a revision in which a mechanism already at the top level
+              falls is rejected (round 1 is the loop's own, so the two differ from the first such rejection)
 
 Both rewriting arms keep the safety veto (a revision the response-safety check flags is never used) and the
 escalation the post's risk requires. They are measured by a judge the loop never saw: an encoder judge
@@ -57,7 +59,7 @@ JUDGES = REPO_ROOT / "runs" / "bench-refine-judges"
 # stopping), read without decision weights as it is there.
 FINAL_JUDGE_FLAGS = ("--rubric epitome --head categorical --input-mode response --span-weight 1 --epochs 6 "
                      "--patience 2 --max-length 128 --batch-size 16 --no-decision-weights --onnx none --threads 1")
-ARMS = ("original", "original_escalated", "best_of_n", "loop")
+LOOP_ARMS = {"loop": False, "loop_keep_met": True}  # arm -> RefineConfig.keep_met
 
 
 def _default_data_root() -> Path:
@@ -109,6 +111,19 @@ def sample_items(test, n: int, seed: int):
         item = rng.choice(sorted(by_post[sp_id], key=lambda candidate: candidate.id))
         chosen.append(item.model_copy(update={"human_scores": None}))
     return chosen
+
+
+def loop_record(result) -> dict:
+    """What a loop arm keeps of a RefineResult."""
+    return {"final": result.final, "rounds": len(result.rounds),
+            "accepted": sum(trace.accepted for trace in result.rounds),
+            "rewrites": sum(trace.candidate is not None for trace in result.rounds),
+            "critiques": [[f"{f.dimension}: {f.problem}" for f in trace.critique.failing]
+                          if trace.critique else None for trace in result.rounds],
+            "reasons": [trace.reason for trace in result.rounds],
+            "escalation_enforced": result.escalation_enforced, "risk": result.risk.label,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens, "wall_time_s": result.wall_time_s}
 
 
 def judge_recipe(judge) -> dict:
@@ -209,10 +224,13 @@ def arm_metrics(levels: dict[str, list[dict[str, int]]], keys, seed: int) -> dic
             block["recovery_rate"] = round(recovered / len(low), 4) if low else None
             block["all_mechanisms_at_top"] = sum(all(row[key] == 2 for key in keys) for row in rows)
         out["arms"][arm] = block
-    if "loop" in levels and "best_of_n" in levels:
-        out["loop_minus_best_of_n"] = _boot(
-            [np.mean([a[key] - b[key] for key in keys])
-             for a, b in zip(levels["loop"], levels["best_of_n"], strict=True)], seed)
+    def paired(arm: str, other: str) -> dict:
+        return _boot([np.mean([a[key] - b[key] for key in keys])
+                      for a, b in zip(levels[arm], levels[other], strict=True)], seed)
+
+    for arm, other in (("loop", "best_of_n"), ("loop_keep_met", "best_of_n"), ("loop_keep_met", "loop")):
+        if arm in levels and other in levels:
+            out[f"{arm}_minus_{other}"] = paired(arm, other)
     return out
 
 
@@ -226,7 +244,8 @@ def arm_texts(records: dict[str, dict], done, risks, region: str | None) -> dict
             "original_escalated": [enforce_escalation(records[item.id]["original"], risks[item.id], region)[0]
                                    for item in done],
             "best_of_n": [records[item.id]["best_of_n"]["final"] for item in done],
-            "loop": [records[item.id]["loop"]["final"] for item in done]}
+            **{arm: [records[item.id][arm]["final"] for item in done]
+               for arm in LOOP_ARMS if all(arm in records[item.id] for item in done)}}
 
 
 def read_jsonl_by_id(path: Path) -> dict[str, dict]:
@@ -373,7 +392,7 @@ def llm_judge(args) -> dict:
 
 def run(args) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from theraloop.agent import RefineConfig, build_refiner
+    from theraloop.agent import RefineConfig, Refiner, build_refiner
     from theraloop.io import write_json
     from theraloop.judge import JudgeConfig
     from theraloop.judge._encoder import EncoderJudge
@@ -386,7 +405,7 @@ def run(args) -> dict:
         if not (args.judges / name / "encoder_judge.json").exists():
             raise SystemExit(f"no trained encoder judge at {args.judges / name}: see this file's docstring")
     split = judge_split(args.data)
-    items = sample_items(split.test, args.n, args.seed)
+    items = sample_items(split.test, args.n + args.skip, args.seed)[args.skip:]
     agent_model = None if args.therapist == "embedded" else args.therapist
     run_dir = args.run_dir / args.therapist
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -400,6 +419,9 @@ def run(args) -> dict:
         judge=JudgeConfig(llm=LLMConfig(n_threads=args.threads, cache_path=cache)),
         agent_llm=LLMConfig(model=agent_model, n_threads=args.threads, cache_path=cache) if agent_model else None)
     refiner = build_refiner(config)
+    # The loop arms share the driving judge, the role model and the safety assessor; only acceptance differs.
+    loop_refiners = {arm: Refiner(refiner.judge, refiner.roles.llm, config.model_copy(update={"keep_met": keep_met}),
+                                  safety=refiner.safety) for arm, keep_met in LOOP_ARMS.items()}
     independent = EncoderJudge.load(args.judges / "independent")
     records_path = run_dir / "posts.jsonl"
     records = read_jsonl_by_id(records_path)
@@ -407,31 +429,25 @@ def run(args) -> dict:
     stopped_for_time = False
     with open(records_path, "a", encoding="utf-8") as handle:
         for index, item in enumerate(items):
-            if item.id in records:
+            record = records.get(item.id, {"id": item.id, "context": item.context, "original": item.response})
+            missing = [arm for arm in (*LOOP_ARMS, "best_of_n") if arm not in record]
+            if not missing:
                 continue
             if args.report_only or (args.time_budget_s and time.perf_counter() - started > args.time_budget_s):
                 stopped_for_time = True
                 break
-            result = run_sync(refiner.refine(item))
-            bon = run_sync(best_of_n(refiner, item, args.rounds, args.bon_temperature))
-            record = {"id": item.id, "context": item.context, "original": item.response,
-                      "loop": {"final": result.final, "rounds": len(result.rounds),
-                               "accepted": sum(trace.accepted for trace in result.rounds),
-                               "rewrites": sum(trace.candidate is not None for trace in result.rounds),
-                               "critiques": [[f"{f.dimension}: {f.problem}" for f in trace.critique.failing]
-                                             if trace.critique else None for trace in result.rounds],
-                               "reasons": [trace.reason for trace in result.rounds],
-                               "escalation_enforced": result.escalation_enforced, "risk": result.risk.label,
-                               "prompt_tokens": result.prompt_tokens,
-                               "completion_tokens": result.completion_tokens, "wall_time_s": result.wall_time_s},
-                      "best_of_n": bon}
+            for arm in missing:
+                if arm == "best_of_n":
+                    record[arm] = run_sync(best_of_n(refiner, item, args.rounds, args.bon_temperature))
+                else:
+                    record[arm] = loop_record(run_sync(loop_refiners[arm].refine(item)))
+            # A record completed later is appended again; the last line of an id wins.
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             records[item.id] = record
-            print(f"[{index + 1}/{len(items)}] {item.id}: loop {result.wall_time_s:.0f}s "
-                  f"({record['loop']['accepted']} accepted), best-of-{args.rounds} {bon['wall_time_s']:.0f}s "
-                  f"(chose {bon['chosen']})", flush=True)
-    done = [item for item in items if item.id in records]
+            print(f"[{index + 1}/{len(items)}] {item.id}: " + ", ".join(
+                f"{arm} {record[arm]['wall_time_s']:.0f}s" for arm in missing), flush=True)
+    done = [item for item in items if item.id in records and all(arm in records[item.id] for arm in LOOP_ARMS)]
     keys = refiner.rubric.keys
     risks = {item.id: refiner.safety.assess(item.context) for item in done}
     texts = arm_texts(records, done, risks, config.region)
@@ -470,10 +486,11 @@ def run(args) -> dict:
                   "revision_max_chars": args.revision_max_chars},
         "by_driving_judge": arm_metrics(levels_by(refiner.judge.encoder), keys, args.seed),
         "by_independent_judge": arm_metrics(levels_by(independent), keys, args.seed),
-        "cost": {"best_of_n": cost("best_of_n"), "loop": cost("loop")},
-        "loop": {"accepted_revisions": sum(records[i.id]["loop"]["accepted"] for i in done),
-                 "rewrites": sum(records[i.id]["loop"]["rewrites"] for i in done),
-                 "escalation_enforced": sum(records[i.id]["loop"]["escalation_enforced"] for i in done)},
+        "cost": {arm: cost(arm) for arm in ("best_of_n", *LOOP_ARMS)},
+        **{arm: {"accepted_revisions": sum(records[i.id][arm]["accepted"] for i in done),
+                 "rewrites": sum(records[i.id][arm]["rewrites"] for i in done),
+                 "escalation_enforced": sum(records[i.id][arm]["escalation_enforced"] for i in done)}
+           for arm in LOOP_ARMS},
         "best_of_n": {"chose_original": sum(records[i.id]["best_of_n"]["chosen"] == 0 for i in done),
                       "rejected_as_harmful": sum(records[i.id]["best_of_n"]["rejected_as_harmful"] for i in done)},
         "escalation_satisfied": {**escalation, "posts_needing_it": sum(
@@ -528,6 +545,9 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--coach", default="llm", choices=["llm", "playbook"])
     parser.add_argument("--n", type=int, default=50, help="help-seeker posts")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip", type=int, default=0,
+                        help="leave out the first SKIP posts of the seeded order (--skip 50: posts apart from the "
+                             "50 reported ones, for a dev check)")
     parser.add_argument("--rounds", type=int, default=2, help="the loop's rewrite budget, also N of best-of-N")
     parser.add_argument("--bon-temperature", type=float, default=0.7)
     parser.add_argument("--revision-max-chars", type=int, default=1500)

@@ -101,6 +101,19 @@ def test_a_safety_drop_is_rejected_even_when_the_aggregate_rises():
     assert result.stop_reason == "max rounds reached"
 
 
+def test_keep_met_rejects_a_revision_that_trades_a_met_dimension_for_a_higher_aggregate():
+    trade = "I'm so sorry. What has been the hardest part of moving for you, and who could you reach out to?"
+    # Empathy met its target (4) and falls to 3; everything else rises: the aggregate goes up.
+    table = {ITEM.response: _flat(2, empathy=4), trade: _flat(4, empathy=3), BETTER: _flat(4)}
+    refiner, _ = _refiner(Script(lambda text: table[text], [trade, BETTER]), max_rounds=2, keep_met=True)
+    result = run_sync(refiner.refine(ITEM))
+    assert not result.rounds[0].accepted and result.rounds[0].reason == "met target lost: empathy 4 -> 3"
+    assert result.rounds[1].accepted and result.final == BETTER
+    # Without the option the trade is accepted.
+    refiner, _ = _refiner(Script(lambda text: table[text], [trade]), max_rounds=1)
+    assert run_sync(refiner.refine(ITEM)).rounds[0].accepted
+
+
 def test_no_round_when_every_driving_dimension_meets_its_threshold():
     script = Script(lambda text: _flat(4, empathy=3), [])
     refiner, _ = _refiner(script, drive=["safety", "guidance"], thresholds={"guidance": 4})
@@ -428,3 +441,4 @@ def test_fingerprint_of_default_settings_ignores_the_encoder_fields():
     for key in ("engine", "critic", "coach", "revision_max_tokens"):
         assert key in dumped
     assert refine_fingerprint(config, "j", ITEM) != refine_fingerprint(RefineConfig(critic="judge"), "j", ITEM)
+    assert refine_fingerprint(config, "j", ITEM) != refine_fingerprint(RefineConfig(keep_met=True), "j", ITEM)

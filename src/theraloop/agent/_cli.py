@@ -112,6 +112,8 @@ def refine_command(
         "--consistency-check", help="reject revisions whose gain needs their injection-like spans")] = False,
     second_encoder: Annotated[Path | None, typer.Option(
         help="trained encoder judge that must also see a gain before a revision is accepted")] = None,
+    keep_met: Annotated[bool, typer.Option(
+        "--keep-met", help="reject revisions in which a dimension that met its target falls below it")] = False,
     report: Annotated[bool, typer.Option("--report", help="print the full metrics report")] = False,
     limit: Annotated[int | None, typer.Option(help="refine only the first N responses")] = None,
     quiet: Annotated[bool, typer.Option(help="do not print each refined response")] = False,
@@ -145,7 +147,7 @@ def refine_command(
         "drive": drive.split(",") if drive else None,
         "independent": IndependentJudgeConfig(encoder_path=str(independent_encoder)).model_dump()
         if independent_encoder else None,
-        "consistency_check": True if consistency_check else None,
+        "consistency_check": True if consistency_check else None, "keep_met": True if keep_met else None,
         "second_judge": IndependentJudgeConfig(encoder_path=str(second_encoder)).model_dump()
         if second_encoder else None,
         **llm_overrides("judge.llm", backend, model, base_url, concurrency, no_cache, threads),

@@ -1,8 +1,9 @@
 """The refinement loop: judge -> Critic -> Coach -> Therapist -> judge, with a safety guard.
 
 A revision is accepted only when the response-safety check finds no harm in it (whatever the judge
-says), the judge parsed it, Safety did not drop and the aggregate over the driving dimensions improved;
-otherwise the best version so far is kept. At moderate or higher risk the response must carry the
+says), the judge parsed it, Safety did not drop and the aggregate over the driving dimensions improved
+(with `keep_met`, also no driving dimension that met its target fell below it); otherwise the best
+version so far is kept. At moderate or higher risk the response must carry the
 escalation that the risk requires (emergency, crisis, child-protection, domestic-violence or professional
 help), and the loop enforces it.
 """
@@ -76,6 +77,9 @@ class RefineConfig(StrictModel):
     max_rounds: int = Field(3, ge=0)
     aggregate: Literal["mean", "min"] = "mean"
     min_improvement: float = Field(0.0, ge=0.0, description="aggregate gain a revision must exceed")
+    keep_met: bool = Field(False, description="reject a revision in which a driving dimension that had met its "
+                                              "target falls below it, whatever the aggregate gains (a strength of "
+                                              "the response is not traded for others)")
     enforce_escalation: bool = True
     region: str | None = Field(None, description="help resources for escalation text (safety/resources.yaml); "
                                                  "default $THERALOOP_REGION, else international")
@@ -158,7 +162,7 @@ _TRANSPORT_FIELDS = {"concurrency", "max_retries", "timeout_s", "cache", "cache_
 
 
 _LATER_DEFAULTS = {"engine": "llm", "encoder_path": None, "encoder_runtime": "torch", "critic": "llm",
-                   "coach": "llm", "revision_max_tokens": 700}
+                   "coach": "llm", "revision_max_tokens": 700, "keep_met": False}
 
 
 def refine_fingerprint(config: RefineConfig, judge_name: str, item: ResponseItem) -> str:
@@ -239,6 +243,11 @@ class Refiner:
             return False, "judge could not score the revision"
         if self.safety_key and candidate.scores[self.safety_key] < best.scores[self.safety_key]:
             return False, f"safety dropped ({best.scores[self.safety_key]:g} -> {candidate.scores[self.safety_key]:g})"
+        if self.config.keep_met:
+            lost = [key for key in self.drive if best.scores[key] >= self.targets[key] > candidate.scores[key]]
+            if lost:
+                return False, "met target lost: " + ", ".join(
+                    f"{key} {best.scores[key]:g} -> {candidate.scores[key]:g}" for key in lost)
         before, after = self.aggregate(best), self.aggregate(candidate)
         if after <= before + self.config.min_improvement:
             return False, f"aggregate did not improve ({before:.2f} -> {after:.2f})"
