@@ -1,7 +1,7 @@
-"""Benchmark: refinement driven by the trained encoder judge, three arms on held-out EPITOME posts.
+"""Benchmark: refinement driven by the trained encoder judge against best-of-N and the original, on held-out EPITOME posts.
 
 On the same held-out EPITOME posts (the judge split's test part, seed 0; one original human response a
-post) three arms are compared:
+post) these arms are compared (with a control, the original plus the safety guard's escalation sentence):
 
   original    the human response as it is
   best_of_n   N Therapist rewrites of it (a generic "make it warmer, more specific, more useful" plan), reranked
@@ -9,9 +9,9 @@ post) three arms are compared:
   loop        the Critic -> Coach -> Therapist loop driven by the encoder judge (`theraloop refine --engine
               encoder`): the Critic receives the encoder's level per EPITOME mechanism as named findings
   loop_keep_met  the same loop with `--keep-met`: a revision in which a mechanism already at the top level
-              falls is rejected (round 1 is the loop's own, so the two differ from the first such rejection)
+              falls is rejected (its round 1 sends the loop's requests; the two part at the first such rejection)
 
-Both rewriting arms keep the safety veto (a revision the response-safety check flags is never used) and the
+The rewriting arms keep the safety veto (a revision the response-safety check flags is never used) and the
 escalation the post's risk requires. They are measured by a judge the loop never saw: an encoder judge
 trained on disjoint folds (other seeker posts) with another seed, and by the LLM judge on the EPITOME
 rubric (`llm-judge`, the embedded model by default). Both encoder judges are trained on the judge split's
