@@ -47,6 +47,7 @@ from runs/bench-refine/THERAPIST/posts.jsonl (one record a post, both rewriting 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -342,6 +343,10 @@ def topicality(args) -> dict:
     return block
 
 
+def judgment_id(arm: str, post_id: str, text: str) -> str:
+    return f"{arm}:{post_id}:{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
+
+
 def llm_judge(args) -> dict:
     """Score every arm of a finished `run` with the LLM judge on the EPITOME rubric (levels 0-2), the
     second judge the loop never saw; adds `by_llm_judge` to runs[THERAPIST] in --out."""
@@ -359,15 +364,19 @@ def llm_judge(args) -> dict:
     except LLMUnavailable as exc:
         raise SystemExit(f"--judge-model {args.judge_model}: {exc}") from None
     keys = judge.rubric.keys
-    items = [item.model_copy(update={"id": f"{arm}:{item.id}", "response": text, "human_scores": None})
+    # The text's hash is part of the id, so a judgment resumed from the JSONL is one of this very text (a
+    # re-run arm's new texts are judged anew).
+    items = [item.model_copy(update={"id": judgment_id(arm, item.id, text), "response": text, "human_scores": None})
              for arm, arm_texts_ in texts.items() for item, text in zip(done, arm_texts_, strict=True)]
+    ids = {(arm, item.id): judgment_id(arm, item.id, text)
+           for arm, arm_texts_ in texts.items() for item, text in zip(done, arm_texts_, strict=True)}
     judgments_path = run_dir / f"llm_judge-{args.judge_model}.jsonl"
     judged_before = len(read_jsonl_by_id(judgments_path))
     started = time.perf_counter()
     judgments = {j.id: j for j in run_sync(score_items(judge, items, judgments_path, concurrency=1))}
     # A post counts only if the judge's output parsed for all four arms (a parse failure is never a score).
-    parsed = [item for item in done if all(judgments[f"{arm}:{item.id}"].scores for arm in texts)]
-    levels = {arm: [{key: int(judgments[f"{arm}:{item.id}"].scores[key]) for key in keys} for item in parsed]
+    parsed = [item for item in done if all(judgments[ids[arm, item.id]].scores for arm in texts)]
+    levels = {arm: [{key: int(judgments[ids[arm, item.id]].scores[key]) for key in keys} for item in parsed]
               for arm in texts}
     agreement = {}
     for key in keys:

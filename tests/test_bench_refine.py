@@ -18,3 +18,10 @@ def test_copied_share_counts_word_4grams_found_in_the_post():
     assert bench_refine.copied_share("I'm too TIRED to live today", post) == pytest.approx(2 / 3)
     assert bench_refine.copied_share("That sounds exhausting, I'm sorry.", post) == 0.0
     assert bench_refine.copied_share("too tired", post) == 0.0  # shorter than one 4-gram
+
+
+def test_judgment_ids_differ_when_the_text_does():
+    first = bench_refine.judgment_id("loop", "e1", "I'm sorry, that sounds hard.")
+    assert first.startswith("loop:e1:")
+    assert first == bench_refine.judgment_id("loop", "e1", "I'm sorry, that sounds hard.")
+    assert first != bench_refine.judgment_id("loop", "e1", "I'm sorry, that sounds so hard.")
