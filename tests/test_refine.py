@@ -442,3 +442,17 @@ def test_fingerprint_of_default_settings_ignores_the_encoder_fields():
         assert key in dumped
     assert refine_fingerprint(config, "j", ITEM) != refine_fingerprint(RefineConfig(critic="judge"), "j", ITEM)
     assert refine_fingerprint(config, "j", ITEM) != refine_fingerprint(RefineConfig(keep_met=True), "j", ITEM)
+
+
+def test_playbook_plan_asks_to_keep_a_met_mechanism_word_for_word():
+    from theraloop.agent._encoder_drive import critique_from_levels, plan_from_critique
+    from theraloop.judge import Judgment
+
+    judgment = Judgment(id="a", judge="encoder:fake", rubric=EPITOME.name,
+                        scores={"emotional_reactions": 0.0, "interpretations": 2.0, "explorations": 0.0})
+    spans = {"interpretations": ["Same, I quit my job last year too."]}
+    critique = critique_from_levels(EPITOME, judgment, ["emotional_reactions", "explorations"], spans)
+    assert critique.strengths == ['"Same, I quit my job last year too." (clear interpretation: keep it word for word)']
+    plan = plan_from_critique(critique)
+    assert plan.keep[0] == critique.strengths[0]
+    assert [step.dimension for step in plan.steps] == ["emotional_reactions", "explorations"]

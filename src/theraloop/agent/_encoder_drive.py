@@ -133,8 +133,10 @@ def critique_from_levels(rubric: Rubric, judgment: Judgment, failing: Sequence[s
     for key in rubric.keys:
         if key not in failing and key in FINDINGS and scores.get(key) is not None:
             quoted = list(spans.get(key, []))[:1]
-            strengths.append((finding(key, int(scores[key]), scale.min).split(":")[0]
-                              + (f' ("{quoted[0]}")' if quoted else ""))[:160])
+            label = finding(key, int(scores[key]), scale.min).split(":")[0]
+            # Quoted first and to be kept verbatim: a paraphrasing Therapist replaced shared experience
+            # ("Same, I quit mine too") with generic warmth, and interpretations fell.
+            strengths.append(f'"{quoted[0][:100]}" ({label}: keep it word for word)' if quoted else label)
     return Critique(failing=failing_items, strengths=strengths[:3])
 
 
