@@ -580,6 +580,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "bench-refine")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "refine.json")
     args = parser.parse_args(argv)
+    if args.skip < 0 or args.n < 1:
+        parser.error("--n must be at least 1 and --skip at least 0")
     args.argv = argv
     if args.action == "prepare-judges":
         return prepare_judges(args)
