@@ -41,7 +41,7 @@ Each `run` adds its arm set under `runs[THERAPIST]` in bench/results/refine.json
 another recipe first moves the arms already there to `previous_judges`), `llm-judge` its `by_llm_judge`
 block (judgments resume from runs/bench-refine/THERAPIST/llm_judge-MODEL.jsonl), `topicality` its
 `by_topicality` block; run them after `run`, which rewrites its therapist's entry. A killed run resumes
-from runs/bench-refine/THERAPIST/posts.jsonl (one record a post, both rewriting arms) and its LLM cache there.
+from runs/bench-refine/THERAPIST/posts.jsonl (one record a post, every rewriting arm) and its LLM caches there.
 """
 
 from __future__ import annotations
@@ -366,15 +366,17 @@ def llm_judge(args) -> dict:
     keys = judge.rubric.keys
     # The text's hash is part of the id, so a judgment resumed from the JSONL is one of this very text (a
     # re-run arm's new texts are judged anew).
-    items = [item.model_copy(update={"id": judgment_id(arm, item.id, text), "response": text, "human_scores": None})
-             for arm, arm_texts_ in texts.items() for item, text in zip(done, arm_texts_, strict=True)]
-    ids = {(arm, item.id): judgment_id(arm, item.id, text)
-           for arm, arm_texts_ in texts.items() for item, text in zip(done, arm_texts_, strict=True)}
+    ids, items = {}, []
+    for arm, arm_texts_ in texts.items():
+        for item, text in zip(done, arm_texts_, strict=True):
+            ids[arm, item.id] = judgment_id(arm, item.id, text)
+            items.append(item.model_copy(update={"id": ids[arm, item.id], "response": text, "human_scores": None}))
     judgments_path = run_dir / f"llm_judge-{args.judge_model}.jsonl"
-    judged_before = len(read_jsonl_by_id(judgments_path))
+    # Judgments of texts no arm holds any more (an arm re-run since) stay in the file and do not count.
+    judged_before = len(read_jsonl_by_id(judgments_path).keys() & set(ids.values()))
     started = time.perf_counter()
     judgments = {j.id: j for j in run_sync(score_items(judge, items, judgments_path, concurrency=1))}
-    # A post counts only if the judge's output parsed for all four arms (a parse failure is never a score).
+    # A post counts only if the judge's output parsed for every arm (a parse failure is never a score).
     parsed = [item for item in done if all(judgments[ids[arm, item.id]].scores for arm in texts)]
     levels = {arm: [{key: int(judgments[ids[arm, item.id]].scores[key]) for key in keys} for item in parsed]
               for arm in texts}
