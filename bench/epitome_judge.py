@@ -153,17 +153,21 @@ def paper_split(items: Sequence, seed: int = 0):
     return grouped_split(list(items), [0.75, 0.05, 0.20], seed, lambda item: item.id)
 
 
-def grouped_folds(items: Sequence, seed: int = 0, folds: int = FOLDS) -> list[tuple[list, list, list]]:
-    """(train, dev, test) per fold: test one of `folds` parts grouped by seeker post; dev 1/16 of the rest's
-    posts (the paper's 5:75 dev:train ratio)."""
+def seeker_post(item) -> str:
+    return str(item.meta.get("sp_id", item.context))
+
+
+def grouped_folds(items: Sequence, seed: int = 0, folds: int = FOLDS,
+                  group_of=seeker_post) -> list[tuple[list, list, list]]:
+    """(train, dev, test) per fold: test one of `folds` parts grouped by seeker post (or `group_of`); dev
+    1/16 of the rest's groups (the paper's 5:75 dev:train ratio)."""
     from theraloop.data._epitome import grouped_split
 
-    post = lambda item: str(item.meta.get("sp_id", item.context))  # noqa: E731
-    parts = grouped_split(list(items), [1 / folds] * folds, seed, post)
+    parts = grouped_split(list(items), [1 / folds] * folds, seed, group_of)
     result = []
     for k in range(folds):
         rest = [item for j, part in enumerate(parts) if j != k for item in part]
-        train, dev = grouped_split(rest, [15 / 16, 1 / 16], seed + k, post)
+        train, dev = grouped_split(rest, [15 / 16, 1 / 16], seed + k, group_of)
         result.append((train, dev, parts[k]))
     return result
 
