@@ -558,11 +558,14 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from theraloop.data._epitome import load_epitome, verify_epitome
-    from theraloop.io import write_json
+    from theraloop.io import InputError, write_json
     from theraloop.manifest import package_versions
 
     command = "python bench/epitome_judge.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    hashes = verify_epitome(args.data)
+    try:
+        hashes = verify_epitome(args.data)
+    except InputError as error:
+        parser.error(str(error))
     items = load_epitome(args.data)
     train, dev, test = paper_split(items)
     folds = grouped_folds(items)
