@@ -6,7 +6,8 @@ One command trains what is missing and writes bench/results/epitome_judge.json:
 
 - paper protocol: a random 75:5:20 split of the responses (as Sharma et al. describe; rows de-duplicated
   by response id first, so no response is in two parts), the final configuration, test macro-F1 per
-  mechanism beside the paper's;
+  mechanism beside the paper's (the same protocol over five random splits, and decision weights chosen
+  out of fold: bench/epitome_paper_protocol.py);
 - ours: 5-fold cross-validation grouped by seeker post (each fold's dev set is 1/16 of its training
   posts), mean and standard deviation over folds, for each candidate configuration (`grouped-NAME/foldK`);
   the final judge is the candidate and reading (with or without decision weights) with the best mean;
