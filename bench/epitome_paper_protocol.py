@@ -97,8 +97,19 @@ def test_readings(predictions: list[dict], weights: dict, test) -> dict:
     }
 
 
+def pooled_confusion(fold_predictions: list[list[dict]], folds, key: str) -> list[list[int]]:
+    """Rows: human level, columns: the judge's, summed over the folds' held-out responses."""
+    confusion = np.zeros((3, 3), dtype=int)
+    for predictions, (_, _, held_out) in zip(fold_predictions, folds, strict=True):
+        by_id = {p["id"]: p for p in predictions}
+        for item in held_out:
+            confusion[int(item.human_scores[key]), by_id[item.id]["levels"][key]] += 1
+    return confusion.tolist()
+
+
 def random_rows_summary(fold_predictions: list[list[dict]], folds) -> dict:
-    """Test macro-F1 per fold and mechanism (most probable level), mean and standard deviation over folds."""
+    """Test macro-F1 per fold and mechanism (most probable level), mean and standard deviation over folds, and
+    the confusion matrix pooled over folds."""
     per_fold = [_metrics(predictions, held_out) for predictions, (_, _, held_out) in zip(fold_predictions, folds, strict=True)]
     summary = {}
     for key in MECHANISMS:
@@ -106,6 +117,7 @@ def random_rows_summary(fold_predictions: list[list[dict]], folds) -> dict:
         summary[key] = {"per_fold": [round(value, 4) for value in values], "mean": round(float(np.mean(values)), 4),
                         "sd": round(float(np.std(values, ddof=1)), 4),
                         "level1_f1_per_fold": [fold[key]["f1_per_level"][1] for fold in per_fold],
+                        "confusion_pooled": pooled_confusion(fold_predictions, folds, key),
                         "mean_beats_paper": float(np.mean(values)) >= PUBLISHED[key]["macro_f1"]}
     summary["mean_macro_f1"] = round(float(np.mean([summary[key]["mean"] for key in MECHANISMS])), 4)
     return summary

@@ -68,4 +68,5 @@ def test_random_rows_summary_is_the_mean_and_sample_sd_of_the_folds_macro_f1():
         assert summary[key]["sd"] == pytest.approx((5 / 12) / 2 ** 0.5, abs=1e-4)
         assert summary[key]["level1_f1_per_fold"] == [1.0, 0.0]
         assert summary[key]["mean_beats_paper"] is True
+        assert summary[key]["confusion_pooled"] == [[4, 0, 0], [2, 1, 0], [0, 0, 3]]
     assert summary["mean_macro_f1"] == pytest.approx(19 / 24, abs=1e-4)
