@@ -150,6 +150,17 @@ def _default_data_root() -> Path:
 # Splits.
 
 
+def load_verified_epitome(data: Path, parser: argparse.ArgumentParser) -> tuple[dict, list]:
+    """EPITOME's files' sha256 and its items; a missing or altered file is a usage error."""
+    from theraloop.data._epitome import load_epitome, verify_epitome
+    from theraloop.io import InputError
+
+    try:
+        return verify_epitome(data), load_epitome(data, verify=False)  # hashed once, just before
+    except InputError as error:
+        parser.error(str(error))
+
+
 def paper_split(items: Sequence, seed: int = 0):
     """Random 75:5:20 split of responses (each its own group)."""
     from theraloop.data._epitome import grouped_split
@@ -561,16 +572,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from theraloop.data._epitome import load_epitome, verify_epitome
-    from theraloop.io import InputError, write_json
+    from theraloop.io import write_json
     from theraloop.manifest import package_versions
 
     command = "python bench/epitome_judge.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    try:
-        hashes = verify_epitome(args.data)
-    except InputError as error:
-        parser.error(str(error))
-    items = load_epitome(args.data)
+    hashes, items = load_verified_epitome(args.data, parser)
     train, dev, test = paper_split(items)
     folds = grouped_folds(items)
     only = args.only.split(",") if args.only else None

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epitome_judge import (  # noqa: E402  (bench/ is not a package)
     ABLATION,
     FINAL,
+    FOLDS,
     MECHANISMS,
     PUBLISHED,
     REPO_ROOT,
@@ -48,6 +49,7 @@ from epitome_judge import (  # noqa: E402  (bench/ is not a package)
     _metrics,
     grouped_folds,
     load_run,
+    load_verified_epitome,
     macro_f1_ci95,
     paper_split,
     run_once,
@@ -60,7 +62,6 @@ FINAL_CONFIG_NAME = "categorical_response_only"
 # The final recipe on all-mpnet-base-v2, split 0, seed 0: reported when bench/epitome_judge.py has trained it
 # (`--only ablation/mpnet_categorical_response_only`, about an hour on 2 cores).
 LARGE_NAME = "mpnet_categorical_response_only"
-FOLDS = 5
 
 
 def random_row_folds(items, folds: int = FOLDS, seed: int = 0) -> list[tuple[list, list, list]]:
@@ -141,15 +142,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from theraloop.data._epitome import load_epitome, verify_epitome
-    from theraloop.io import InputError, write_json
+    from theraloop.io import write_json
     from theraloop.manifest import package_versions
 
-    try:
-        hashes = verify_epitome(args.data)
-    except InputError as error:
-        parser.error(str(error))
-    items = load_epitome(args.data)
+    hashes, items = load_verified_epitome(args.data, parser)
     train, dev, test = paper_split(items)
     row_folds = random_row_folds(items)
     decision_folds = random_row_folds(train + dev)
