@@ -18,11 +18,14 @@ test set holds 27 interpretations at level 1; one more or one fewer of them righ
   responses of split 0 (five fold judges, each trained on the other folds, 1/16 of them its dev set), then
   applied unchanged to the split-0 judges (seeds 0, 1, 2, the runs bench/epitome_judge.py trains) on its
   605 test responses, which no fold judge saw.
+- `random_rows_5fold_pair`: the same five splits with the pair judge (the categorical head reading the post
+  and the response, as the paper's bi-encoder does; ablation entry `categorical`), which scored above the
+  paper on split 0 on emotional reactions and explorations but lost the grouped comparison by 0.007.
 - `larger_encoder_split0`: the final recipe on all-mpnet-base-v2 on split 0, once bench/epitome_judge.py has
   trained it (`--only ablation/mpnet_categorical_response_only`).
 
 Runs live under --runs beside epitome_judge.py's (`random-rows/foldK`, `cv-decisions/foldK`,
-`ablation/categorical_response_only*`), so a killed run resumes; `--only NAME,...` trains the named runs
+`random-rows-pair/foldK`, `ablation/categorical_response_only*`), so a killed run resumes; `--only NAME,...` trains the named runs
 and stops (two processes, one core each).
 """
 
@@ -62,6 +65,7 @@ FINAL_CONFIG_NAME = "categorical_response_only"
 # The final recipe on all-mpnet-base-v2, split 0, seed 0: reported when bench/epitome_judge.py has trained it
 # (`--only ablation/mpnet_categorical_response_only`, about an hour on 2 cores).
 LARGE_NAME = "mpnet_categorical_response_only"
+PAIR_NAME = "categorical"
 
 
 def random_row_folds(items, folds: int = FOLDS, seed: int = 0) -> list[tuple[list, list, list]]:
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     row_folds = random_row_folds(items)
     decision_folds = random_row_folds(train + dev)
     plan = {f"random-rows/fold{k}": (*fold, FINAL, 0) for k, fold in enumerate(row_folds)}
+    plan.update({f"random-rows-pair/fold{k}": (*fold, ABLATION[PAIR_NAME][0], 0) for k, fold in enumerate(row_folds)})
     plan.update({f"cv-decisions/fold{k}": (*fold, FINAL, 0) for k, fold in enumerate(decision_folds)})
     plan.update({name: (train, dev, test, FINAL, seed) for seed, name in seed_runs(FINAL_CONFIG_NAME).items()})
     names = args.only.split(",") if args.only else list(plan)
@@ -177,6 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
             "split": "5 disjoint random parts of the responses, each the test set once; dev 1/16 of the rest",
             "sizes": [[len(part) for part in fold] for fold in row_folds],
             **random_rows_summary(predictions_of("random-rows/"), row_folds)},
+        "random_rows_5fold_pair": {
+            "what": ABLATION[PAIR_NAME][1] + ", on the same five splits",
+            **random_rows_summary(predictions_of("random-rows-pair/"), row_folds)},
         "out_of_fold_decision_weights": {
             "split": "paper split seed 0 (bench/epitome_judge.py); weights chosen on out-of-fold predictions of its "
                      "train+dev responses, 5 random parts",
@@ -205,6 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"wrote {args.out}")
     rows = result["random_rows_5fold"]
     print("random rows, 5 folds: " + ", ".join(f"{key} {rows[key]['mean']} ± {rows[key]['sd']}" for key in MECHANISMS))
+    pair = result["random_rows_5fold_pair"]
+    print("the pair judge on them: " + ", ".join(f"{key} {pair[key]['mean']} ± {pair[key]['sd']}" for key in MECHANISMS))
     for seed, reading in seeds.items():
         print(f"split 0, seed {seed}: most probable {reading['most_probable']}; out-of-fold weights {reading['weighted']}")
     return result
