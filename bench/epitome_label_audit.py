@@ -121,8 +121,11 @@ def position_beyond_text(levels: np.ndarray, probabilities: np.ndarray, parts: n
 
 def repeated_annotations(items: Sequence, oof: dict[str, dict], mechanism: str) -> dict:
     """Agreement of the second annotation with the first on responses annotated more than once, and of the
-    judge (most probable level, out of fold) with each; macro-F1 takes the second argument as the reference."""
-    from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score
+    judge (most probable level, out of fold) with each, as the benchmarks measure it (agreement_metrics: macro-F1
+    over the levels either side uses; confusion rows are the reference) plus unweighted Cohen's kappa."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from theraloop.judge._encoder import agreement_metrics
 
     first, second, judged = [], [], []
     for item in items:
@@ -132,17 +135,16 @@ def repeated_annotations(items: Sequence, oof: dict[str, dict], mechanism: str) 
             judged.append(int(oof[item.id]["levels"][mechanism]))
     first, second, judged = map(np.array, (first, second, judged))
 
-    def agreement(other: np.ndarray, reference: np.ndarray) -> dict:
-        return {"exact": round(float((other == reference).mean()), 4),
-                "cohen_kappa": round(float(cohen_kappa_score(other, reference, labels=list(LEVELS))), 4),
-                "macro_f1": round(float(f1_score(reference, other, labels=list(LEVELS), average="macro",
-                                                 zero_division=0)), 4)}
+    def agreement(reference: np.ndarray, other: np.ndarray) -> dict:
+        metrics = agreement_metrics(reference, other, LEVELS)
+        return {"exact": round(metrics["accuracy"], 4),
+                "cohen_kappa": round(float(cohen_kappa_score(reference, other, labels=list(LEVELS))), 4),
+                "macro_f1": round(metrics["macro_f1"], 4), "confusion": metrics["confusion"]}
 
     return {"pairs": len(first),
-            "confusion_first_by_second": confusion_matrix(first, second, labels=list(LEVELS)).tolist(),
-            "annotations": agreement(second, first),
-            "judge_with_first": agreement(judged, first),
-            "judge_with_second": agreement(judged, second),
+            "annotations": agreement(first, second),
+            "judge_with_first": agreement(first, judged),
+            "judge_with_second": agreement(second, judged),
             "first_at_level_1": int((first == 1).sum()),
             "level_1_repeated": int(((first == 1) & (second == 1)).sum())}
 
@@ -181,11 +183,10 @@ def main(argv: list[str] | None = None) -> dict:
     for mechanism in MECHANISMS:
         levels = np.array([int(item.human_scores[mechanism]) for item in items])
         probabilities = np.array([oof[item.id]["probabilities"][mechanism] for item in items])
-        table = level_table(levels, parts)
+        table, time_table = level_table(levels, parts), level_table(levels, by_time)
         result["mechanisms"][mechanism] = {
             "position": {"levels_by_part": table.tolist(), **chi_square(table)},
-            "reddit_time": {"levels_by_part": level_table(levels, by_time).tolist(),
-                            **chi_square(level_table(levels, by_time))},
+            "reddit_time": {"levels_by_part": time_table.tolist(), **chi_square(time_table)},
             "position_beyond_text": position_beyond_text(levels, probabilities, parts),
             "repeated_annotations": repeated_annotations(items, oof, mechanism),
         }

@@ -81,7 +81,7 @@ def test_repeated_annotations_compare_the_second_annotation_and_the_judge_with_t
            "d": {"levels": {mechanism: 1}}}
     result = audit.repeated_annotations(items, oof, mechanism)
     assert result["pairs"] == 3 and result["first_at_level_1"] == 1 and result["level_1_repeated"] == 0
-    assert result["confusion_first_by_second"] == [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
+    assert result["annotations"]["confusion"] == [[1, 0, 0], [1, 0, 0], [0, 0, 1]]  # rows: the first annotation
     # Second against first: level 0 F1 = 2*1/(1+2) = 2/3, level 1 F1 0, level 2 F1 1; macro (2/3 + 0 + 1) / 3.
     assert result["annotations"]["exact"] == pytest.approx(2 / 3, abs=1e-4)
     assert result["annotations"]["macro_f1"] == pytest.approx(5 / 9, abs=1e-4)
